@@ -1,0 +1,62 @@
+"""copynat: a small, fast, readable Hugging Face Transformer encoder-decoder with a copy mechanism
+(pointer-generator) and a non-autoregressive decoder with a length predictor.
+
+Importing copynat registers it with AutoConfig / AutoModel / AutoModelForSeq2SeqLM /
+AutoModelForSequenceClassification / AutoModelForTokenClassification, and marks the classes for
+`register_for_auto_class`, so `save_pretrained` also writes the modeling code (Hub remote code).
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+)
+
+from .modeling import (
+    CopyNatConfig,
+    CopyNatEncoderOutput,
+    CopyNatForConditionalGeneration,
+    CopyNatForSequenceClassification,
+    CopyNatForTokenClassification,
+    CopyNatModel,
+    CopyNatPreTrainedModel,
+    CopyNatSeq2SeqLMOutput,
+)
+
+__version__ = "0.1.0"
+
+AutoConfig.register("copynat", CopyNatConfig, exist_ok=True)
+_AUTO_CLASSES = {
+    AutoModel: CopyNatModel,
+    AutoModelForSeq2SeqLM: CopyNatForConditionalGeneration,
+    AutoModelForSequenceClassification: CopyNatForSequenceClassification,
+    AutoModelForTokenClassification: CopyNatForTokenClassification,
+}
+for _auto, _model in _AUTO_CLASSES.items():
+    _auto.register(CopyNatConfig, _model, exist_ok=True)
+    _model.register_for_auto_class(_auto.__name__)
+CopyNatConfig.register_for_auto_class()
+
+
+def __getattr__(name: str):
+    # Lazy: the tokenizer, data and visualisation helpers pull in extra libraries only when used.
+    if name == "train_tokenizer":
+        from .tokenization import train_tokenizer
+
+        return train_tokenizer
+    raise AttributeError(f"module 'copynat' has no attribute {name!r}")
+
+
+__all__ = [
+    "CopyNatConfig",
+    "CopyNatEncoderOutput",
+    "CopyNatForConditionalGeneration",
+    "CopyNatForSequenceClassification",
+    "CopyNatForTokenClassification",
+    "CopyNatModel",
+    "CopyNatPreTrainedModel",
+    "CopyNatSeq2SeqLMOutput",
+    "train_tokenizer",
+]

@@ -1,0 +1,25 @@
+"""CopyNat modeling code. Flat sibling files with same-folder imports only, so that it also runs as Hub remote code."""
+
+from .configuration_copynat import CopyNatConfig
+from .modeling_copynat import (
+    CopyNatEncoderOutput,
+    CopyNatForConditionalGeneration,
+    CopyNatForSequenceClassification,
+    CopyNatForTokenClassification,
+    CopyNatModel,
+    CopyNatPreTrainedModel,
+    CopyNatSeq2SeqLMOutput,
+    shift_tokens_right,
+)
+
+__all__ = [
+    "CopyNatConfig",
+    "CopyNatEncoderOutput",
+    "CopyNatForConditionalGeneration",
+    "CopyNatForSequenceClassification",
+    "CopyNatForTokenClassification",
+    "CopyNatModel",
+    "CopyNatPreTrainedModel",
+    "CopyNatSeq2SeqLMOutput",
+    "shift_tokens_right",
+]

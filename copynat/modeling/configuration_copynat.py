@@ -1,0 +1,183 @@
+"""CopyNat configuration: every knob of the lecture's Transformer, validated on construction."""
+
+from transformers.configuration_utils import PreTrainedConfig
+
+POSITION_EMBEDDING_TYPES = ("sinusoidal", "learned", "rotary")
+DECODER_MODES = ("ar", "nat", "hybrid")
+LENGTH_PREDICTIONS = ("absolute", "offset")
+NAT_DECODER_INPUTS = ("mask", "copy_source")
+ACTIVATIONS = ("relu", "gelu", "gelu_new", "silu", "swish", "tanh")
+DEFAULT_AUTO_MAP = {
+    "AutoConfig": "configuration_copynat.CopyNatConfig",
+    "AutoModel": "modeling_copynat.CopyNatModel",
+    "AutoModelForSeq2SeqLM": "modeling_copynat.CopyNatForConditionalGeneration",
+    "AutoModelForSequenceClassification": "modeling_copynat.CopyNatForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_copynat.CopyNatForTokenClassification",
+}
+
+
+class CopyNatConfig(PreTrainedConfig):
+    r"""
+    Configuration of a CopyNat encoder-decoder. Names follow `BartConfig`; the lecture's options are extra fields.
+
+    Architecture (Bart names):
+        vocab_size (`int`, 8000): size of the one vocabulary shared by source and target (the copy mechanism needs it).
+        d_model (`int`, 256): width of every hidden state.
+        encoder_layers / decoder_layers (`int`, 3 / 3): number of layers in each stack.
+        encoder_attention_heads / decoder_attention_heads (`int`, 4 / 4): heads; each must divide `d_model`.
+        encoder_ffn_dim / decoder_ffn_dim (`int`, 1024): inner width of the position-wise feed-forward blocks.
+        activation_function (`str`, "relu"): feed-forward non-linearity (relu as in the paper, gelu, silu, tanh).
+        dropout (`float`, 0.1): dropout on embeddings and on every residual branch.
+        attention_dropout (`float`, 0.0): dropout on attention probabilities.
+        activation_dropout (`float`, 0.0): dropout inside the feed-forward block.
+        max_position_embeddings (`int`, 512): longest sequence the positional encoding supports.
+        init_std (`float`, 0.02): standard deviation of the normal initialisation of linear layers.
+        scale_embedding (`bool`, True): multiply token embeddings by sqrt(d_model), as in the paper.
+        pad_token_id, bos_token_id, eos_token_id, unk_token_id, mask_token_id (`int`, 0/1/2/3/4): special ids; they
+            match `copynat.train_tokenizer`. `<mask>` is its own token (never `<unk>`), used by the NAT decoder.
+        decoder_start_token_id (`int`, 1): first decoder input (`<s>`).
+        tie_word_embeddings (`bool`, True): the output projection shares the token embedding matrix. Encoder and
+            decoder always share one embedding.
+        use_cache (`bool`, True): keep key/value states during autoregressive generation.
+        classifier_dropout (`float`, 0.0): dropout before the sequence/token classification heads.
+        label_smoothing (`float`, 0.0): label smoothing of the token losses computed by `forward(labels=...)`.
+
+    Lecture options:
+        position_embedding_type (`str`, "sinusoidal"): "sinusoidal" (fixed, the paper), "learned" (a table, as Bart)
+            or "rotary" (RoPE, rotates queries and keys of self-attention).
+        rope_theta (`float`, 10000.0): base of the rotary frequencies.
+        normalize_before (`bool`, False): False = post-LN (the paper), True = pre-LN (stabler for deep stacks).
+        encoder_attention_window (`int` or None, None): None = full self-attention; k = truncated self-attention, each
+            source position sees only positions within distance k.
+        use_copy_mechanism (`bool`, True): mix the generation softmax with a copy distribution over source tokens
+            (pointer-generator); the model then returns log-probabilities as `logits`.
+        decoder_mode (`str`, "ar"): which losses train the shared decoder: "ar" (teacher forcing, causal mask),
+            "nat" (parallel decoding of all positions + length prediction) or "hybrid" (both, every step).
+        length_prediction (`str`, "offset"): the NAT length predictor classifies the target length itself
+            ("absolute") or its difference from the source length ("offset").
+        length_classes (`int`, 256): number of length classes; offsets are centred at `length_classes // 2`.
+        length_loss_weight (`float`, 0.1): weight of the length cross-entropy in the NAT loss.
+        nat_decoder_inputs (`str`, "mask"): NAT decoder inputs: "<mask>" tokens (conditional masked LM, enables
+            mask-predict refinement) or "copy_source" (source embeddings copied uniformly, Gu et al. 2018).
+        guided_attention_weight (`float`, 0.0): weight of the diagonal guided-attention loss on the last decoder
+            layer's cross-attention (for monotonic tasks); 0 disables it.
+        guided_attention_sigma (`float`, 0.2): width of the diagonal band that the guided-attention loss tolerates.
+
+    Example:
+
+    ```python
+    >>> from copynat import CopyNatConfig, CopyNatForConditionalGeneration
+    >>> config = CopyNatConfig(d_model=128, encoder_layers=2, decoder_layers=2, decoder_mode="hybrid")
+    >>> model = CopyNatForConditionalGeneration(config)
+    ```
+    """
+
+    model_type = "copynat"
+    keys_to_ignore_at_inference = ["past_key_values"]
+    attribute_map = {
+        "num_attention_heads": "encoder_attention_heads",
+        "hidden_size": "d_model",
+        "num_hidden_layers": "encoder_layers",
+    }
+
+    vocab_size: int = 8000
+    d_model: int = 256
+    encoder_layers: int = 3
+    decoder_layers: int = 3
+    encoder_attention_heads: int = 4
+    decoder_attention_heads: int = 4
+    encoder_ffn_dim: int = 1024
+    decoder_ffn_dim: int = 1024
+    activation_function: str = "relu"
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    max_position_embeddings: int = 512
+    init_std: float = 0.02
+    scale_embedding: bool = True
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | None = 2
+    unk_token_id: int | None = 3
+    mask_token_id: int | None = 4
+    decoder_start_token_id: int | None = 1
+    is_encoder_decoder: bool = True
+    tie_word_embeddings: bool = True
+    use_cache: bool = True
+    classifier_dropout: float = 0.0
+    label_smoothing: float = 0.0
+    position_embedding_type: str = "sinusoidal"
+    rope_theta: float = 10000.0
+    normalize_before: bool = False
+    encoder_attention_window: int | None = None
+    use_copy_mechanism: bool = True
+    decoder_mode: str = "ar"
+    length_prediction: str = "offset"
+    length_classes: int = 256
+    length_loss_weight: float = 0.1
+    nat_decoder_inputs: str = "mask"
+    guided_attention_weight: float = 0.0
+    guided_attention_sigma: float = 0.2
+
+    def __post_init__(self, **kwargs):
+        if self.id2label is None and "num_labels" not in kwargs:
+            kwargs["num_labels"] = 2
+        super().__post_init__(**kwargs)
+        # Every head is listed, so a saved folder loads with any Auto class as remote code (save_pretrained itself
+        # only adds the class that was saved).
+        self.auto_map = {**DEFAULT_AUTO_MAP, **(getattr(self, "auto_map", None) or {})}
+        self.validate_copynat()
+
+    def validate_copynat(self) -> None:
+        """Raise ValueError naming the field, its value and what is allowed, for any inconsistent setting."""
+
+        def fail(field: str, allowed: str) -> None:
+            raise ValueError(f"CopyNatConfig.{field}={getattr(self, field)!r} is invalid: {allowed}.")
+
+        for field in ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads",
+                      "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings",
+                      "length_classes"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                fail(field, "expected a positive integer")
+        for side in ("encoder", "decoder"):
+            heads = getattr(self, f"{side}_attention_heads")
+            if self.d_model % heads:
+                fail(f"{side}_attention_heads", f"it must divide d_model={self.d_model}")
+            if self.position_embedding_type == "rotary" and (self.d_model // heads) % 2:
+                fail(f"{side}_attention_heads", "rotary positions need an even head size d_model / heads")
+        for field in ("dropout", "attention_dropout", "activation_dropout", "classifier_dropout"):
+            value = getattr(self, field)
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                fail(field, "expected a probability in [0, 1)")
+        if not isinstance(self.label_smoothing, (int, float)) or not 0.0 <= self.label_smoothing < 1.0:
+            fail("label_smoothing", "expected a value in [0, 1)")
+        for field, allowed in (("position_embedding_type", POSITION_EMBEDDING_TYPES), ("decoder_mode", DECODER_MODES),
+                               ("length_prediction", LENGTH_PREDICTIONS), ("nat_decoder_inputs", NAT_DECODER_INPUTS),
+                               ("activation_function", ACTIVATIONS)):
+            if getattr(self, field) not in allowed:
+                fail(field, f"allowed values are {', '.join(map(repr, allowed))}")
+        window = self.encoder_attention_window
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            fail("encoder_attention_window", "expected None (full attention) or a positive integer distance")
+        for field in ("length_loss_weight", "guided_attention_weight", "rope_theta", "init_std"):
+            value = getattr(self, field)
+            if not isinstance(value, (int, float)) or value < 0:
+                fail(field, "expected a non-negative number")
+        if not isinstance(self.guided_attention_sigma, (int, float)) or self.guided_attention_sigma <= 0:
+            fail("guided_attention_sigma", "expected a positive number")
+        for field in ("pad_token_id", "bos_token_id", "eos_token_id", "unk_token_id", "mask_token_id",
+                      "decoder_start_token_id"):
+            value = getattr(self, field)
+            if value is not None and not 0 <= value < self.vocab_size:
+                fail(field, f"expected an id in [0, vocab_size={self.vocab_size})")
+        if self.decoder_mode != "ar" and self.mask_token_id is None and self.nat_decoder_inputs == "mask":
+            fail("mask_token_id", "NAT decoding with <mask> inputs needs a mask token id")
+
+    @property
+    def uses_nat(self) -> bool:
+        """True when the decoder is trained to decode in parallel (and the model has a length predictor)."""
+        return self.decoder_mode in ("nat", "hybrid")
+
+
+__all__ = ["CopyNatConfig"]

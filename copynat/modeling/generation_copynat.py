@@ -1,0 +1,152 @@
+"""Non-autoregressive decoding for CopyNat: predict the length, then emit every token at once.
+
+One pass (vanilla NAT, Gu et al. 2018) or mask-predict refinement (Ghazvininejad et al. 2019): after each pass the
+least confident tokens are hidden behind `<mask>` again and re-predicted, n = L * (N - t) / N of them at pass t.
+A length beam decodes the K most likely lengths side by side and keeps the best candidate, by its average token
+log-probability or, for hybrid models, by the autoregressive decoder's score (noisy parallel decoding).
+"""
+
+import torch
+from transformers.generation.utils import GenerateBeamEncoderDecoderOutput
+
+NAT_ARGUMENTS = ("nat_iterations", "length_beam", "rescore_with_ar")
+# What Seq2SeqTrainer and pipelines pass to generate(); harmless for parallel decoding.
+IGNORED_ARGUMENTS = ("synced_gpus", "num_beams", "do_sample", "use_cache", "max_length", "num_return_sequences",
+                     "early_stopping", "length_penalty", "decoder_start_token_id", "pad_token_id", "eos_token_id")
+
+
+def pop_nat_arguments(kwargs: dict, generation_config) -> dict | None:
+    """Take the NAT arguments out of generate()'s kwargs; None when decoding is autoregressive."""
+    flag = kwargs.pop("non_autoregressive", None)
+    if flag is None:
+        flag = getattr(generation_config, "non_autoregressive", False)
+    arguments = {name: kwargs.pop(name) for name in NAT_ARGUMENTS if name in kwargs}
+    if not flag:
+        if arguments:
+            raise ValueError(f"{', '.join(sorted(arguments))} only apply to non-autoregressive decoding: "
+                             "pass non_autoregressive=True as well")
+        return None
+    for name in NAT_ARGUMENTS:
+        if name not in arguments and getattr(generation_config, name, None) is not None:
+            arguments[name] = getattr(generation_config, name)
+    return arguments
+
+
+@torch.no_grad()
+def non_autoregressive_generate(
+    model,
+    inputs: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    nat_iterations: int = 1,
+    length_beam: int = 1,
+    rescore_with_ar: bool = False,
+    max_new_tokens: int | None = None,
+    return_dict_in_generate: bool = False,
+    **kwargs,
+):
+    """Parallel decoding. Returns `[batch, 1 + length]` ids like AR generate(): `decoder_start_token_id` first, the
+    tokens up to and including the first `</s>`, then padding; or, with `return_dict_in_generate=True`, an output
+    with `sequences`, `sequences_scores` (average log-prob) and the predicted `lengths`."""
+    config = model.config
+    input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
+    kwargs.pop("generation_config", None)
+    num_return = kwargs.get("num_return_sequences") or 1
+    unknown = sorted(set(kwargs) - set(IGNORED_ARGUMENTS))
+    if unknown:
+        raise ValueError(f"non-autoregressive generate() does not take {', '.join(unknown)}; it takes input_ids, "
+                         f"attention_mask, nat_iterations, length_beam, rescore_with_ar, max_new_tokens")
+    if kwargs.get("do_sample") or num_return > 1:
+        raise ValueError("non-autoregressive decoding is deterministic and returns one sequence per input: "
+                         "do_sample and num_return_sequences > 1 are not supported (use length_beam to search)")
+    if model.length_predictor is None:
+        raise ValueError(f"this model has no length predictor: it was built with decoder_mode={config.decoder_mode!r}. "
+                         "Non-autoregressive decoding needs a model trained with decoder_mode='nat' or 'hybrid'.")
+    if input_ids is None:
+        raise ValueError("non-autoregressive generate() needs input_ids")
+    for name, value in (("nat_iterations", nat_iterations), ("length_beam", length_beam)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if nat_iterations > 1 and config.nat_decoder_inputs != "mask":
+        raise ValueError("mask-predict refinement (nat_iterations > 1) needs a model trained with "
+                         "nat_decoder_inputs='mask'; this one copies source embeddings: use nat_iterations=1")
+    if rescore_with_ar and config.decoder_mode != "hybrid":
+        raise ValueError("rescore_with_ar=True scores candidates with the autoregressive decoder, which only a "
+                         f"decoder_mode='hybrid' model has trained (this one is {config.decoder_mode!r})")
+
+    device = model.device
+    input_ids = input_ids.to(device)
+    attention_mask = attention_mask.to(device) if attention_mask is not None else (input_ids != config.pad_token_id).long()
+    encoder = model.model.encoder(input_ids=input_ids, attention_mask=attention_mask)
+    source_mask = attention_mask.bool() if attention_mask.dim() == 2 else input_ids != config.pad_token_id
+    source_lengths = source_mask.sum(1)
+
+    # Length beam: the K most likely lengths of each input, decoded side by side as K * batch rows.
+    length_log_probs = model.length_predictor(encoder.last_hidden_state, source_mask).float().log_softmax(-1)
+    beam = min(length_beam, length_log_probs.shape[-1])
+    top_classes = length_log_probs.topk(beam, dim=-1).indices
+    lengths = model.length_predictor.class_to_length(top_classes, source_lengths[:, None]).reshape(-1)
+    limit = max_new_tokens or config.max_position_embeddings
+    lengths = lengths.clamp(1, min(limit, config.max_position_embeddings))
+    batch = input_ids.shape[0]
+    rows = lambda tensor: tensor.repeat_interleave(beam, dim=0)  # noqa: E731
+    encoder_states, source_ids, row_source_mask = rows(encoder.last_hidden_state), rows(input_ids), rows(source_mask)
+
+    max_len = int(lengths.max())
+    target_mask = torch.arange(max_len, device=device)[None, :] < lengths[:, None]
+    tokens = torch.full_like(target_mask, config.mask_token_id, dtype=torch.long).masked_fill(~target_mask, config.pad_token_id)
+    scores = torch.zeros(target_mask.shape, device=device)
+    best_tokens, best_scores = tokens, torch.full((tokens.shape[0],), float("-inf"), device=device)
+    for step in range(nat_iterations):
+        masked = tokens == config.mask_token_id if step > 0 else target_mask
+        (logits, _, _), _ = model.nat_pass(tokens, target_mask, encoder_states, source_ids, row_source_mask)
+        step_scores, step_tokens = model.log_probs(logits).max(dim=-1)
+        tokens = torch.where(masked, step_tokens, tokens)
+        scores = torch.where(masked, step_scores, scores)
+        average = (scores * target_mask).sum(1) / lengths
+        improved = average > best_scores
+        best_tokens = torch.where(improved[:, None], tokens, best_tokens)
+        best_scores = torch.where(improved, average, best_scores)
+        if step + 1 < nat_iterations:
+            # Mask-predict: re-mask the n least confident tokens, n falling linearly with the pass number.
+            num_mask = (lengths.float() * (nat_iterations - step - 1) / nat_iterations).long()
+            ranks = scores.masked_fill(~target_mask, float("inf")).argsort(1).argsort(1)
+            tokens = tokens.masked_fill(ranks < num_mask[:, None], config.mask_token_id)
+
+    tokens, candidate_scores = _cut_after_eos(best_tokens, target_mask, config), best_scores
+    if rescore_with_ar:
+        candidate_scores = _autoregressive_scores(model, encoder_states, source_ids, row_source_mask, tokens)
+    choice = candidate_scores.view(batch, beam).argmax(-1) + torch.arange(batch, device=device) * beam
+    tokens, chosen_scores, chosen_lengths = tokens[choice], candidate_scores[choice], lengths[choice]
+    keep = int((tokens != config.pad_token_id).sum(1).max().clamp_min(1))
+    start = torch.full((batch, 1), config.decoder_start_token_id, dtype=torch.long, device=device)
+    sequences = torch.cat((start, tokens[:, :keep]), dim=1)
+    if return_dict_in_generate:
+        output = GenerateBeamEncoderDecoderOutput(sequences=sequences, sequences_scores=chosen_scores)
+        output["lengths"] = chosen_lengths
+        return output
+    return sequences
+
+
+def _cut_after_eos(tokens: torch.Tensor, target_mask: torch.Tensor, config) -> torch.Tensor:
+    """Keep each row up to its first `</s>` (appending one at the predicted length if none was emitted), then pad."""
+    eos, pad = config.eos_token_id, config.pad_token_id
+    tokens = torch.cat((tokens.masked_fill(~target_mask, pad), torch.full_like(tokens[:, :1], pad)), dim=1)
+    lengths = target_mask.sum(1)
+    has_eos = ((tokens == eos) & torch.cat((target_mask, torch.zeros_like(target_mask[:, :1])), 1)).any(1)
+    tokens[~has_eos, lengths[~has_eos]] = eos
+    after_eos = (tokens == eos).long().cumsum(1) - (tokens == eos).long() > 0
+    return tokens.masked_fill(after_eos, pad)
+
+
+def _autoregressive_scores(model, encoder_states, source_ids, source_mask, tokens) -> torch.Tensor:
+    """Average log-probability of each candidate under the autoregressive decoder (teacher forced, one pass)."""
+    config = model.config
+    labels = tokens.masked_fill(tokens == config.pad_token_id, -100)
+    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels)
+    embeds = model.model.shared(decoder_input_ids)
+    decoded = model.model.decoder(inputs_embeds=embeds, encoder_hidden_states=encoder_states,
+                                  encoder_padding_mask=source_mask, causal=True, use_cache=False)
+    logits, _, _ = model.output_head(decoded.last_hidden_state, embeds, encoder_states, source_ids, source_mask)
+    token_scores = model.log_probs(logits).gather(-1, labels.clamp_min(0)[..., None]).squeeze(-1)
+    valid = labels != -100
+    return (token_scores * valid).sum(1) / valid.sum(1).clamp_min(1)

@@ -1,0 +1,984 @@
+"""PyTorch CopyNat: the lecture's Transformer encoder-decoder, with a copy mechanism and a non-autoregressive decoder.
+
+Read top to bottom: positions -> multi-head attention -> feed-forward -> encoder and decoder layers -> the two stacks
+-> the copy head and the length predictor -> the Hugging Face model classes. One decoder serves autoregressive (AT)
+and non-autoregressive (NAT) decoding (a causal-mask switch), and one output head serves both.
+
+This folder is also Hub remote code: it imports only torch, transformers and its sibling files.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.generation import GenerationMixin
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    BaseModelOutputWithPastAndCrossAttentions,
+    Seq2SeqLMOutput,
+    Seq2SeqModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from transformers.modeling_utils import PreTrainedModel
+
+from .configuration_copynat import CopyNatConfig
+from .generation_copynat import non_autoregressive_generate, pop_nat_arguments
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CopyNatEncoderOutput(BaseModelOutput):
+    """Encoder output that also carries the source token ids, so the copy head can find them at every decoding step
+    (generate() passes only `encoder_outputs` to later steps, and expands it for beams)."""
+
+    source_ids: torch.LongTensor | None = None
+
+
+@dataclass
+class CopyNatSeq2SeqLMOutput(Seq2SeqLMOutput):
+    """Seq2SeqLMOutput plus what the copy head and the NAT decoder add.
+
+    `logits` are log-probabilities of the copy mixture when `use_copy_mechanism` is on, plain logits otherwise.
+    p_gen (`[batch, tgt]`) and copy_attention (`[batch, tgt, src]`) are filled when `output_copy_info=True`;
+    length_logits (`[batch, length_classes]`) when the model has a length predictor. The loss terms are kept apart
+    for logging: ar_loss, nat_loss, length_loss, guided_attention_loss.
+    """
+
+    p_gen: torch.FloatTensor | None = None
+    copy_attention: torch.FloatTensor | None = None
+    length_logits: torch.FloatTensor | None = None
+    ar_loss: torch.FloatTensor | None = None
+    nat_loss: torch.FloatTensor | None = None
+    length_loss: torch.FloatTensor | None = None
+    guided_attention_loss: torch.FloatTensor | None = None
+
+
+def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
+    """Teacher forcing: the decoder reads the target shifted right by one, starting with `<s>` (-100 becomes pad)."""
+    shifted = labels.new_empty(labels.shape)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = decoder_start_token_id
+    return shifted.masked_fill_(shifted == -100, pad_token_id)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Embeddings and positions
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class TokenEmbedding(nn.Embedding):
+    """Token embedding, scaled by sqrt(d_model) as in the paper so it is not drowned by the positional encoding.
+    One table serves encoder, decoder and (tied) output projection."""
+
+    def __init__(self, vocab_size: int, d_model: int, padding_idx: int | None, scale: float):
+        super().__init__(vocab_size, d_model, padding_idx=padding_idx)
+        self.scale = scale
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(input_ids) * self.scale
+
+
+def sinusoidal_encoding(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...), computed on the fly: no buffer to corrupt
+    when from_pretrained builds the model on the meta device, and cheap (one outer product)."""
+    inv_freq = torch.exp(torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    angles = positions.float()[:, None] * inv_freq[None, :]
+    encoding = torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)
+    return encoding[:, :dim]
+
+
+class PositionalEncoding(nn.Module):
+    """Positional encoding added to token embeddings: the fixed sinusoids of the paper or a learned table.
+    Rotary positions add nothing here; they rotate queries and keys inside self-attention (RotaryEmbedding)."""
+
+    def __init__(self, config: CopyNatConfig):
+        super().__init__()
+        self.kind = config.position_embedding_type
+        self.d_model = config.d_model
+        self.max_positions = config.max_position_embeddings
+        if self.kind == "learned":
+            self.table = nn.Embedding(config.max_position_embeddings, config.d_model)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor | None:
+        if self.kind == "rotary":
+            return None
+        if int(positions[-1]) >= self.max_positions:
+            raise ValueError(
+                f"sequence position {int(positions[-1])} exceeds max_position_embeddings={self.max_positions}; "
+                "truncate the input (tokenizer truncation=True) or build the model with a larger max_position_embeddings"
+            )
+        if self.kind == "learned":
+            return self.table(positions)
+        return sinusoidal_encoding(positions, self.d_model)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (RoPE): rotates each (even, odd) pair of query/key features by an angle proportional
+    to the position, so attention scores depend on relative distance."""
+
+    def __init__(self, head_dim: int, theta: float):
+        super().__init__()
+        self.head_dim = head_dim
+        self.theta = theta
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inv_freq = 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, device=positions.device).float() / self.head_dim))
+        angles = positions.float()[:, None] * inv_freq[None, :]
+        angles = torch.cat((angles, angles), dim=-1)
+        return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return x * cos.to(x.dtype) + torch.cat((-second, first), dim=-1) * sin.to(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Attention and feed-forward
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head scaled dot-product attention: softmax(QK^T / sqrt(d_head)) V in `heads` subspaces at once.
+    Self-attention when `is_cross_attention` is False (one fused QKV projection), cross-attention otherwise."""
+
+    def __init__(self, config: CopyNatConfig, num_heads: int, is_cross_attention: bool = False, layer_idx: int = 0):
+        super().__init__()
+        self.config = config
+        self.num_heads = num_heads
+        self.head_dim = config.d_model // num_heads
+        self.dropout = config.attention_dropout
+        self.is_cross_attention = is_cross_attention
+        self.layer_idx = layer_idx
+        d = config.d_model
+        if is_cross_attention:
+            self.q_proj = nn.Linear(d, d)
+            self.kv_proj = nn.Linear(d, 2 * d)
+        else:
+            self.qkv_proj = nn.Linear(d, 3 * d)
+        self.out_proj = nn.Linear(d, d)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past_key_values: Cache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`attention_mask` is boolean, True = may attend, broadcastable to [batch, heads, query, key]."""
+        if self.is_cross_attention:
+            query = self._heads(self.q_proj(hidden_states))
+            cache = past_key_values.cross_attention_cache if past_key_values is not None else None
+            if cache is not None and past_key_values.is_updated.get(self.layer_idx):
+                key, value = cache.layers[self.layer_idx].keys, cache.layers[self.layer_idx].values
+            else:
+                key, value = (self._heads(t) for t in self.kv_proj(key_value_states).chunk(2, dim=-1))
+                if cache is not None:
+                    key, value = cache.update(key, value, self.layer_idx)
+                    past_key_values.is_updated[self.layer_idx] = True
+        else:
+            query, key, value = (self._heads(t) for t in self.qkv_proj(hidden_states).chunk(3, dim=-1))
+            if rotary is not None:
+                query, key = apply_rotary(query, *rotary), apply_rotary(key, *rotary)
+            if past_key_values is not None:
+                cache = past_key_values.self_attention_cache
+                key, value = cache.update(key, value, self.layer_idx)
+
+        dropout = self.dropout if self.training else 0.0
+        if need_weights or self.config._attn_implementation == "eager":
+            scores = (query @ key.transpose(-1, -2)) / math.sqrt(self.head_dim)
+            if is_causal:
+                causal = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).tril()
+                attention_mask = causal if attention_mask is None else attention_mask & causal
+            if attention_mask is not None:
+                scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+            weights = scores.softmax(dim=-1)
+            context = F.dropout(weights, p=dropout, training=self.training) @ value
+        else:
+            weights = None
+            context = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=attention_mask, dropout_p=dropout, is_causal=is_causal
+            )
+        context = context.transpose(1, 2).reshape(hidden_states.shape[0], hidden_states.shape[1], -1)
+        return self.out_proj(context), weights
+
+
+class FeedForward(nn.Module):
+    """Position-wise feed-forward network: the same two-layer MLP applied to every position independently."""
+
+    def __init__(self, config: CopyNatConfig, ffn_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(config.d_model, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, config.d_model)
+        self.activation = ACT2FN[config.activation_function]
+        self.activation_dropout = config.activation_dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.dropout(self.activation(self.fc1(x)), p=self.activation_dropout, training=self.training)
+        return self.fc2(x)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Layers
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class ResidualBlock(nn.Module):
+    """Residual connection + LayerNorm around a sublayer: post-LN x = LN(x + f(x)) as in the paper, or pre-LN
+    x = x + f(LN(x)), which trains deep stacks without warm-up tricks."""
+
+    def __init__(self, config: CopyNatConfig):
+        super().__init__()
+        self.norm = nn.LayerNorm(config.d_model)
+        self.normalize_before = config.normalize_before
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, sublayer) -> tuple[torch.Tensor, object]:
+        out, extra = sublayer(self.norm(x) if self.normalize_before else x)
+        x = x + F.dropout(out, p=self.dropout, training=self.training)
+        return (x if self.normalize_before else self.norm(x)), extra
+
+
+class EncoderLayer(GradientCheckpointingLayer):
+    """Encoder layer: multi-head self-attention over the whole source (or a window / graph), then feed-forward."""
+
+    def __init__(self, config: CopyNatConfig, layer_idx: int):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(config, config.encoder_attention_heads, layer_idx=layer_idx)
+        self.ffn = FeedForward(config, config.encoder_ffn_dim)
+        self.attn_block, self.ffn_block = ResidualBlock(config), ResidualBlock(config)
+
+    def forward(self, hidden_states, attention_mask=None, rotary=None, output_attentions=False):
+        hidden_states, weights = self.attn_block(
+            hidden_states, lambda x: self.self_attn(x, attention_mask=attention_mask, rotary=rotary, need_weights=output_attentions)
+        )
+        hidden_states, _ = self.ffn_block(hidden_states, lambda x: (self.ffn(x), None))
+        return hidden_states, weights
+
+
+class DecoderLayer(GradientCheckpointingLayer):
+    """Decoder layer: masked self-attention over the target so far (unmasked for NAT), cross-attention to the
+    encoder output, then feed-forward."""
+
+    def __init__(self, config: CopyNatConfig, layer_idx: int):
+        super().__init__()
+        heads = config.decoder_attention_heads
+        self.self_attn = MultiHeadAttention(config, heads, layer_idx=layer_idx)
+        self.cross_attn = MultiHeadAttention(config, heads, is_cross_attention=True, layer_idx=layer_idx)
+        self.ffn = FeedForward(config, config.decoder_ffn_dim)
+        self.self_block, self.cross_block, self.ffn_block = ResidualBlock(config), ResidualBlock(config), ResidualBlock(config)
+
+    def forward(self, hidden_states, encoder_hidden_states, self_attn_mask=None, is_causal=False,
+                cross_attn_mask=None, rotary=None, past_key_values=None, output_attentions=False):
+        hidden_states, self_weights = self.self_block(hidden_states, lambda x: self.self_attn(
+            x, attention_mask=self_attn_mask, is_causal=is_causal, rotary=rotary,
+            past_key_values=past_key_values, need_weights=output_attentions))
+        hidden_states, cross_weights = self.cross_block(hidden_states, lambda x: self.cross_attn(
+            x, key_value_states=encoder_hidden_states, attention_mask=cross_attn_mask,
+            past_key_values=past_key_values, need_weights=output_attentions))
+        hidden_states, _ = self.ffn_block(hidden_states, lambda x: (self.ffn(x), None))
+        return hidden_states, self_weights, cross_weights
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Masks
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def source_padding_mask(attention_mask: torch.Tensor | None, source_ids: torch.Tensor | None, pad_token_id: int | None):
+    """[batch, src] bool, True at real tokens. A 3-D (graph) mask does not say which positions are padding, so the
+    source ids do; without either, every position is real."""
+    if attention_mask is not None and attention_mask.dim() == 2:
+        return attention_mask.bool()
+    if source_ids is not None and pad_token_id is not None:
+        return source_ids != pad_token_id
+    return None
+
+
+def encoder_self_attention_mask(attention_mask: torch.Tensor | None, length: int, window: int | None, device):
+    """Boolean [batch or 1, 1, src, src] mask for encoder self-attention, or None when every pair may attend.
+
+    2-D masks hide padded keys; 3-D masks are any graph's adjacency ("self-attention for graphs"), with the diagonal
+    always open so no row is empty; `window` truncates attention to positions within distance k.
+    """
+    mask = None
+    if attention_mask is not None:
+        if attention_mask.dim() == 2:
+            if not bool(attention_mask.all()):
+                mask = attention_mask.bool()[:, None, None, :]
+        elif attention_mask.dim() == 3:
+            eye = torch.eye(length, dtype=torch.bool, device=device)
+            mask = (attention_mask.bool() | eye)[:, None, :, :]
+        else:
+            raise ValueError(
+                f"attention_mask must be 2-D [batch, src] (padding) or 3-D [batch, src, src] (graph adjacency); "
+                f"got shape {tuple(attention_mask.shape)}"
+            )
+    if window is not None and window < length:
+        positions = torch.arange(length, device=device)
+        band = (positions[:, None] - positions[None, :]).abs() <= window
+        mask = band[None, None] if mask is None else mask & band
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Encoder and decoder stacks
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class CopyNatEncoder(nn.Module):
+    """The encoder: token embedding + positions, then N self-attention layers; returns one state per source token."""
+
+    def __init__(self, config: CopyNatConfig, embed_tokens: TokenEmbedding):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = embed_tokens
+        self.embed_positions = PositionalEncoding(config)
+        head_dim = config.d_model // config.encoder_attention_heads
+        self.rotary = RotaryEmbedding(head_dim, config.rope_theta) if config.position_embedding_type == "rotary" else None
+        self.layers = nn.ModuleList(EncoderLayer(config, i) for i in range(config.encoder_layers))
+        self.final_norm = nn.LayerNorm(config.d_model) if config.normalize_before else None
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CopyNatEncoderOutput:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("CopyNatEncoder needs exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        length = inputs_embeds.shape[1]
+        positions = torch.arange(length, device=inputs_embeds.device)
+        position_encoding = self.embed_positions(positions)
+        hidden = inputs_embeds if position_encoding is None else inputs_embeds + position_encoding.to(inputs_embeds.dtype)
+        hidden = F.dropout(hidden, p=self.config.dropout, training=self.training)
+        rotary = self.rotary(positions) if self.rotary is not None else None
+        mask = encoder_self_attention_mask(attention_mask, length, self.config.encoder_attention_window, hidden.device)
+
+        all_hidden, all_attentions = [], []
+        for layer in self.layers:
+            if output_hidden_states:
+                all_hidden.append(hidden)
+            hidden, weights = layer(hidden, attention_mask=mask, rotary=rotary, output_attentions=bool(output_attentions))
+            if output_attentions:
+                all_attentions.append(weights)
+        if self.final_norm is not None:
+            hidden = self.final_norm(hidden)
+        if output_hidden_states:
+            all_hidden.append(hidden)
+        return CopyNatEncoderOutput(
+            last_hidden_state=hidden,
+            hidden_states=tuple(all_hidden) if output_hidden_states else None,
+            attentions=tuple(all_attentions) if output_attentions else None,
+            source_ids=input_ids,
+        )
+
+
+class CopyNatDecoder(nn.Module):
+    """The decoder, shared by AT and NAT: `causal=True` hides future positions (autoregressive, masked decoder),
+    `causal=False` lets every position see every other (non-autoregressive, all positions decoded at once)."""
+
+    def __init__(self, config: CopyNatConfig, embed_tokens: TokenEmbedding):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = embed_tokens
+        self.embed_positions = PositionalEncoding(config)
+        head_dim = config.d_model // config.decoder_attention_heads
+        self.rotary = RotaryEmbedding(head_dim, config.rope_theta) if config.position_embedding_type == "rotary" else None
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.decoder_layers))
+        self.final_norm = nn.LayerNorm(config.d_model) if config.normalize_before else None
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_padding_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_padding_mask: torch.Tensor | None = None,
+        causal: bool = True,
+        past_key_values: Cache | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        cross_attention_weights_of_last_layer: bool = False,
+    ) -> BaseModelOutputWithPastAndCrossAttentions:
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        batch, length = inputs_embeds.shape[:2]
+        if use_cache and past_key_values is None and causal:
+            past_key_values = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        positions = torch.arange(past, past + length, device=inputs_embeds.device)
+        position_encoding = self.embed_positions(positions)
+        hidden = inputs_embeds if position_encoding is None else inputs_embeds + position_encoding.to(inputs_embeds.dtype)
+        hidden = F.dropout(hidden, p=self.config.dropout, training=self.training)
+        rotary = self.rotary(positions) if self.rotary is not None else None
+
+        # Causal masking without a mask tensor where possible: SDPA's is_causal for a full sequence, nothing for one
+        # new token (it may see the whole cache). Right-padded targets need no padding mask under a causal mask.
+        self_mask, is_causal = None, False
+        if causal and length > 1:
+            if past == 0:
+                is_causal = True
+            else:
+                self_mask = torch.ones(length, past + length, dtype=torch.bool, device=hidden.device).tril(past)
+        elif not causal and decoder_padding_mask is not None and not bool(decoder_padding_mask.all()):
+            self_mask = decoder_padding_mask.bool()[:, None, None, :]
+        cross_mask = None
+        if encoder_padding_mask is not None and not bool(encoder_padding_mask.all()):
+            cross_mask = encoder_padding_mask[:, None, None, :]
+
+        all_hidden, all_self, all_cross = [], [], []
+        for index, layer in enumerate(self.layers):
+            if output_hidden_states:
+                all_hidden.append(hidden)
+            want_weights = bool(output_attentions) or (cross_attention_weights_of_last_layer and index == len(self.layers) - 1)
+            hidden, self_weights, cross_weights = layer(
+                hidden, encoder_hidden_states, self_attn_mask=self_mask, is_causal=is_causal, cross_attn_mask=cross_mask,
+                rotary=rotary, past_key_values=past_key_values, output_attentions=want_weights,
+            )
+            all_self.append(self_weights)
+            all_cross.append(cross_weights)
+        if self.final_norm is not None:
+            hidden = self.final_norm(hidden)
+        if output_hidden_states:
+            all_hidden.append(hidden)
+        return BaseModelOutputWithPastAndCrossAttentions(
+            last_hidden_state=hidden,
+            past_key_values=past_key_values if use_cache else None,
+            hidden_states=tuple(all_hidden) if output_hidden_states else None,
+            attentions=tuple(all_self) if output_attentions else None,
+            cross_attentions=tuple(all_cross) if output_attentions or cross_attention_weights_of_last_layer else None,
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Output heads: copy mechanism and length predictor
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class CopyGenerator(nn.Module):
+    """Pointer-generator (See et al. 2017): p(w) = p_gen * softmax(vocab logits)(w) + (1 - p_gen) * sum of copy
+    attention over source positions holding w. p_gen is a learned gate on decoder state, copy context and input."""
+
+    def __init__(self, config: CopyNatConfig):
+        super().__init__()
+        d = config.d_model
+        self.query = nn.Linear(d, d, bias=False)
+        self.key = nn.Linear(d, d, bias=False)
+        self.gate = nn.Linear(3 * d, 1)
+        self.scale = d ** -0.5
+
+    def forward(self, vocab_logits, decoder_states, decoder_inputs_embeds, encoder_states, source_ids, source_mask):
+        """Returns (log p_mix [batch, tgt, vocab] in fp32, p_gen [batch, tgt], copy attention [batch, tgt, src])."""
+        # Its own eager attention: SDPA's cross-attention returns no weights, and copying needs explicit ones.
+        scores = (self.query(decoder_states) @ self.key(encoder_states).transpose(1, 2)).float() * self.scale
+        if source_mask is not None:
+            scores = scores.masked_fill(~source_mask[:, None, :], float("-inf"))
+        copy_attention = scores.softmax(dim=-1)
+        context = copy_attention.to(encoder_states.dtype) @ encoder_states
+        p_gen = torch.sigmoid(self.gate(torch.cat((decoder_states, context, decoder_inputs_embeds), dim=-1)).float())
+        mixture = vocab_logits.float().softmax(dim=-1) * p_gen
+        index = source_ids[:, None, :].expand(-1, decoder_states.shape[1], -1)
+        mixture = mixture.scatter_add(-1, index, copy_attention * (1.0 - p_gen))
+        # Clamped so an impossible token costs log(1e-10) rather than -inf (no NaN in softmax, loss or beam scores).
+        return mixture.clamp_min(1e-10).log(), p_gen.squeeze(-1), copy_attention
+
+
+class LengthPredictor(nn.Module):
+    """NAT length predictor: mean of the non-pad encoder states -> a classifier over target lengths, absolute or as
+    an offset from the source length (fairseq's --pred-length-offset)."""
+
+    def __init__(self, config: CopyNatConfig):
+        super().__init__()
+        self.classifier = nn.Linear(config.d_model, config.length_classes)
+        self.offset = config.length_prediction == "offset"
+        self.num_classes = config.length_classes
+
+    def forward(self, encoder_states: torch.Tensor, source_mask: torch.Tensor | None) -> torch.Tensor:
+        if source_mask is None:
+            pooled = encoder_states.mean(dim=1)
+        else:
+            weights = source_mask.to(encoder_states.dtype)[..., None]
+            pooled = (encoder_states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        return self.classifier(pooled)
+
+    def length_to_class(self, target_lengths: torch.Tensor, source_lengths: torch.Tensor) -> torch.Tensor:
+        classes = target_lengths - source_lengths + self.num_classes // 2 if self.offset else target_lengths
+        return classes.clamp(0, self.num_classes - 1)
+
+    def class_to_length(self, classes: torch.Tensor, source_lengths: torch.Tensor) -> torch.Tensor:
+        lengths = classes - self.num_classes // 2 + source_lengths if self.offset else classes
+        return lengths.clamp_min(1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Hugging Face model classes
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class CopyNatPreTrainedModel(PreTrainedModel):
+    config: CopyNatConfig
+    config_class = CopyNatConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["EncoderLayer", "DecoderLayer"]
+    _supports_sdpa = True
+    # Encoder and decoder always read one embedding table (the copy mechanism needs one vocabulary), whatever
+    # tie_word_embeddings says; that flag only decides whether the output projection shares it too.
+    _ties_ignore_config = False
+
+    def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
+        tied = super().get_expanded_tied_weights_keys(all_submodels=all_submodels)
+        if not all_submodels and self._ties_ignore_config:
+            tied.update(self._tied_weights_keys)
+        return tied
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, TokenEmbedding):
+            init.normal_(module.weight, mean=0.0, std=self.config.d_model ** -0.5 if self.config.scale_embedding else self.config.init_std)
+            if module.padding_idx is not None:
+                init.zeros_(module.weight[module.padding_idx])
+
+
+class CopyNatModel(CopyNatPreTrainedModel):
+    """The bare encoder-decoder (no output head), returning decoder states: `AutoModel` loads this."""
+
+    _tied_weights_keys = {"encoder.embed_tokens.weight": "shared.weight", "decoder.embed_tokens.weight": "shared.weight"}
+    _ties_ignore_config = True
+
+    def __init__(self, config: CopyNatConfig):
+        super().__init__(config)
+        scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
+        self.shared = TokenEmbedding(config.vocab_size, config.d_model, config.pad_token_id, scale)
+        self.encoder = CopyNatEncoder(config, self.shared)
+        self.decoder = CopyNatDecoder(config, self.shared)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.shared
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.shared = self.encoder.embed_tokens = self.decoder.embed_tokens = value
+
+    def get_encoder(self, modality: str | None = None) -> CopyNatEncoder:
+        return self.encoder
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        encoder_outputs: tuple | BaseModelOutput | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+        decoder_padding_mask: torch.Tensor | None = None,
+        causal: bool = True,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        cross_attention_weights_of_last_layer: bool = False,
+        **kwargs,
+    ) -> Seq2SeqModelOutput:
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+                                           output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        elif not isinstance(encoder_outputs, BaseModelOutput):
+            encoder_outputs = CopyNatEncoderOutput(*encoder_outputs)
+        source_ids = getattr(encoder_outputs, "source_ids", None)
+        if source_ids is None:
+            source_ids = input_ids
+        if decoder_input_ids is None and decoder_inputs_embeds is None:
+            raise ValueError("CopyNatModel needs decoder_input_ids (or labels, in CopyNatForConditionalGeneration)")
+        decoder_outputs = self.decoder(
+            input_ids=decoder_input_ids,
+            encoder_hidden_states=encoder_outputs.last_hidden_state,
+            encoder_padding_mask=source_padding_mask(attention_mask, source_ids, self.config.pad_token_id),
+            inputs_embeds=decoder_inputs_embeds,
+            decoder_padding_mask=decoder_padding_mask,
+            causal=causal,
+            past_key_values=past_key_values,
+            use_cache=self.config.use_cache if use_cache is None else use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            cross_attention_weights_of_last_layer=cross_attention_weights_of_last_layer,
+        )
+        output = Seq2SeqModelOutput(
+            last_hidden_state=decoder_outputs.last_hidden_state,
+            past_key_values=decoder_outputs.past_key_values,
+            decoder_hidden_states=decoder_outputs.hidden_states,
+            decoder_attentions=decoder_outputs.attentions,
+            cross_attentions=decoder_outputs.cross_attentions,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor, are_log_probs: bool, label_smoothing: float) -> torch.Tensor:
+    """Summed (label-smoothed) cross-entropy over positions whose label is not -100."""
+    flat_logits, flat_labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+    if not are_log_probs:
+        return F.cross_entropy(flat_logits.float(), flat_labels, ignore_index=-100, reduction="sum",
+                               label_smoothing=label_smoothing)
+    nll = F.nll_loss(flat_logits, flat_labels, ignore_index=-100, reduction="sum")
+    if label_smoothing == 0:
+        return nll
+    smooth = -flat_logits.mean(dim=-1)[flat_labels != -100].sum()
+    return (1.0 - label_smoothing) * nll + label_smoothing * smooth
+
+
+def guided_attention_loss(attention: torch.Tensor, target_mask: torch.Tensor, source_mask: torch.Tensor | None,
+                          sigma: float) -> torch.Tensor:
+    """Diagonal guided-attention loss (Tachibana et al. 2018): attention far from the diagonal t/T ~ s/S is penalised
+    by 1 - exp(-(s/S - t/T)^2 / 2 sigma^2); summed over target positions, for monotonic tasks."""
+    weights = attention.float().mean(dim=1)  # heads averaged: [batch, tgt, src]
+    tgt_len = target_mask.sum(1, keepdim=True).clamp_min(1).float()
+    src_len = (source_mask.sum(1, keepdim=True) if source_mask is not None
+               else torch.full_like(tgt_len, weights.shape[-1])).clamp_min(1).float()
+    t = torch.arange(weights.shape[1], device=weights.device)[None, :] / tgt_len  # [batch, tgt]
+    s = torch.arange(weights.shape[2], device=weights.device)[None, :] / src_len  # [batch, src]
+    penalty = 1.0 - torch.exp(-((s[:, None, :] - t[:, :, None]) ** 2) / (2 * sigma**2))
+    return (weights * penalty).sum(-1)[target_mask].sum()
+
+
+class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
+    """Sequence-to-sequence model with the output head (vocabulary projection, optional copy mechanism) and, for NAT
+    or hybrid training, a length predictor. `generate()` decodes autoregressively (every Hugging Face strategy) or,
+    with `non_autoregressive=True`, in parallel."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
+
+    def __init__(self, config: CopyNatConfig):
+        super().__init__(config)
+        self.model = CopyNatModel(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.copy_generator = CopyGenerator(config) if config.use_copy_mechanism else None
+        self.length_predictor = LengthPredictor(config) if config.uses_nat else None
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head = new_embeddings
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+
+    # --- the one output head, shared by AT and NAT --------------------------------------------------------------------
+
+    def output_head(self, decoder_states, decoder_inputs_embeds, encoder_states, source_ids, source_mask):
+        """Decoder states -> (logits, p_gen, copy attention). With the copy mechanism the logits are log p_mix."""
+        vocab_logits = self.lm_head(decoder_states)
+        if self.copy_generator is None:
+            return vocab_logits, None, None
+        if source_ids is None:
+            raise ValueError("the copy mechanism needs the source token ids: pass input_ids, or encoder_outputs "
+                             "produced by this model's encoder (they carry source_ids)")
+        return self.copy_generator(vocab_logits, decoder_states, decoder_inputs_embeds, encoder_states, source_ids,
+                                   source_mask)
+
+    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits if self.copy_generator is not None else logits.float().log_softmax(-1)
+
+    # --- non-autoregressive decoding: inputs and one parallel pass ---------------------------------------------------
+
+    def nat_decoder_inputs(self, tokens: torch.Tensor, target_mask: torch.Tensor, source_ids, source_mask) -> torch.Tensor:
+        """Embeddings the NAT decoder reads: the (partly `<mask>`ed) target tokens, or with
+        nat_decoder_inputs="copy_source" the source embeddings copied uniformly onto the target length (Gu et al.)."""
+        if self.config.nat_decoder_inputs == "mask":
+            return self.model.shared(tokens)
+        source_embeds = self.model.shared(source_ids)
+        src_len = (source_mask.sum(1) if source_mask is not None else torch.full_like(source_ids[:, 0], source_ids.shape[1]))
+        tgt_len = target_mask.sum(1)
+        step = (src_len - 1).float() / (tgt_len - 1).clamp_min(1).float()
+        index = (torch.arange(tokens.shape[1], device=tokens.device)[None, :] * step[:, None]).round().long()
+        index = index.clamp(max=(src_len - 1)[:, None].clamp_min(0))
+        return source_embeds.gather(1, index[..., None].expand(-1, -1, source_embeds.shape[-1]))
+
+    def nat_pass(self, tokens, target_mask, encoder_states, source_ids, source_mask, output_attentions=False):
+        """One parallel decoder pass: the same decoder without the causal mask, the same output head."""
+        embeds = self.nat_decoder_inputs(tokens, target_mask, source_ids, source_mask)
+        decoded = self.model.decoder(inputs_embeds=embeds, encoder_hidden_states=encoder_states,
+                                     encoder_padding_mask=source_mask, decoder_padding_mask=target_mask, causal=False,
+                                     use_cache=False, output_attentions=output_attentions)
+        return self.output_head(decoded.last_hidden_state, embeds, encoder_states, source_ids, source_mask), decoded
+
+    def nat_training_tokens(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conditional masked LM (Mask-Predict): hide a uniformly random number (1..length) of target tokens behind
+        `<mask>`; the loss is on the hidden ones. With copy_source inputs every position is predicted."""
+        target_mask = labels != -100
+        tokens = labels.masked_fill(~target_mask, self.config.pad_token_id)
+        if self.config.nat_decoder_inputs != "mask":
+            return tokens, target_mask
+        lengths = target_mask.sum(1)
+        num_masked = (torch.rand(lengths.shape, device=labels.device) * lengths).long() + 1
+        scores = torch.rand(labels.shape, device=labels.device).masked_fill(~target_mask, 2.0)
+        ranks = scores.argsort(dim=1).argsort(dim=1)
+        masked = (ranks < num_masked[:, None]) & target_mask
+        return tokens.masked_fill(masked, self.config.mask_token_id), masked
+
+    # --- forward ------------------------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: tuple | BaseModelOutput | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        output_copy_info: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CopyNatSeq2SeqLMOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `[batch, tgt]`, -100 = ignored): target tokens. The losses follow
+            `config.decoder_mode`: "ar" teacher-forced cross-entropy, "nat" masked-target cross-entropy plus length
+            loss, "hybrid" both. `decoder_input_ids` are shifted from `labels` when absent.
+        output_copy_info (`bool`): return p_gen and the copy attention per target position.
+        num_items_in_batch (kwarg, from Trainer): the loss is a sum divided by it, so gradient accumulation is exact.
+        """
+        config = self.config
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        if labels is not None:
+            use_cache = False
+            if labels.dim() != 2:
+                raise ValueError(f"labels must be [batch, target_length]; got shape {tuple(labels.shape)}")
+            bad = (labels != -100) & ((labels < 0) | (labels >= config.vocab_size))
+            if bool(bad.any()):
+                raise ValueError(f"labels hold ids outside [0, vocab_size={config.vocab_size}) (e.g. "
+                                 f"{int(labels[bad][0])}); was the tokenizer trained with a larger vocabulary?")
+        if input_ids is not None and bool(((input_ids < 0) | (input_ids >= config.vocab_size)).any()):
+            raise ValueError(f"input_ids hold ids outside [0, vocab_size={config.vocab_size})")
+        if encoder_outputs is None:
+            encoder_outputs = self.model.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                                                 inputs_embeds=inputs_embeds, output_attentions=output_attentions,
+                                                 output_hidden_states=output_hidden_states)
+        elif not isinstance(encoder_outputs, BaseModelOutput):
+            encoder_outputs = CopyNatEncoderOutput(*encoder_outputs)
+        source_ids = getattr(encoder_outputs, "source_ids", None)
+        source_ids = input_ids if source_ids is None else source_ids
+        encoder_states = encoder_outputs.last_hidden_state
+        source_mask = source_padding_mask(attention_mask, source_ids, config.pad_token_id)
+
+        losses: dict[str, torch.Tensor] = {}
+        local_items = (labels != -100).sum() if labels is not None else None
+        # Every term is "mean over this batch x its share of the accumulated tokens", so that gradient accumulation
+        # with Trainer's num_items_in_batch is exact (transformers 5 does not divide by the accumulation steps).
+        share = 1.0 if num_items_in_batch is None else local_items / num_items_in_batch
+        logits = p_gen = copy_attention = length_logits = None
+        decoder_outputs = None
+
+        if labels is None or config.decoder_mode != "nat":
+            if decoder_input_ids is None and decoder_inputs_embeds is None:
+                if labels is None:
+                    raise ValueError("pass decoder_input_ids or labels (teacher forcing), or call generate()")
+                decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+            if decoder_inputs_embeds is None:
+                decoder_inputs_embeds = self.model.shared(decoder_input_ids)
+            guided = labels is not None and config.guided_attention_weight > 0
+            decoder_outputs = self.model(
+                attention_mask=attention_mask, encoder_outputs=encoder_outputs, decoder_inputs_embeds=decoder_inputs_embeds,
+                past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states, cross_attention_weights_of_last_layer=guided, return_dict=True,
+            )
+            logits, p_gen, copy_attention = self.output_head(decoder_outputs.last_hidden_state, decoder_inputs_embeds,
+                                                             encoder_states, source_ids, source_mask)
+            if labels is not None:
+                losses["ar_loss"] = token_loss(logits, labels, self.copy_generator is not None,
+                                               config.label_smoothing) / local_items.clamp_min(1) * share
+                if guided:
+                    losses["guided_attention_loss"] = guided_attention_loss(
+                        decoder_outputs.cross_attentions[-1], labels != -100, source_mask, config.guided_attention_sigma
+                    ) / local_items.clamp_min(1) * share
+
+        if self.length_predictor is not None:
+            length_logits = self.length_predictor(encoder_states, source_mask)
+        if labels is not None and config.decoder_mode != "ar":
+            tokens, predicted = self.nat_training_tokens(labels)
+            (nat_logits, nat_p_gen, nat_copy), _ = self.nat_pass(tokens, labels != -100, encoder_states, source_ids,
+                                                                 source_mask)
+            nat_labels = labels.masked_fill(~predicted, -100)
+            losses["nat_loss"] = token_loss(nat_logits, nat_labels, self.copy_generator is not None,
+                                            config.label_smoothing) / predicted.sum().clamp_min(1) * share
+            source_lengths = source_mask.sum(1) if source_mask is not None else torch.full_like(labels[:, 0], source_ids.shape[1])
+            length_targets = self.length_predictor.length_to_class((labels != -100).sum(1), source_lengths)
+            losses["length_loss"] = F.cross_entropy(length_logits.float(), length_targets) * share
+            if logits is None:
+                logits, p_gen, copy_attention = nat_logits, nat_p_gen, nat_copy
+
+        loss = None
+        if losses:
+            weights = {"length_loss": config.length_loss_weight, "guided_attention_loss": config.guided_attention_weight}
+            loss = sum(value * weights.get(name, 1.0) for name, value in losses.items())
+        output = CopyNatSeq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=decoder_outputs.past_key_values if decoder_outputs is not None else None,
+            decoder_hidden_states=decoder_outputs.decoder_hidden_states if decoder_outputs is not None else None,
+            decoder_attentions=decoder_outputs.decoder_attentions if decoder_outputs is not None else None,
+            cross_attentions=decoder_outputs.cross_attentions if decoder_outputs is not None and output_attentions else None,
+            encoder_last_hidden_state=encoder_states,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+            p_gen=p_gen if output_copy_info else None,
+            copy_attention=copy_attention if output_copy_info else None,
+            length_logits=length_logits,
+            **{name: value.detach() for name, value in losses.items()},
+        )
+        return output if return_dict is not False else output.to_tuple()
+
+    # --- generation ---------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
+        """Hugging Face generate() for AR decoding (greedy, beam, sampling, ...), plus:
+
+        - `non_autoregressive=True, nat_iterations=N, length_beam=K, rescore_with_ar=bool`: parallel decoding (see
+          `generation_copynat.non_autoregressive_generate`);
+        - `output_copy_info=True` (AR): the returned `GenerateOutput` also carries `p_gen` and `copy_attention` of
+          the generated tokens, recomputed in one teacher-forced pass.
+        """
+        nat_arguments = pop_nat_arguments(kwargs, generation_config or self.generation_config)
+        if nat_arguments is not None:
+            return non_autoregressive_generate(self, inputs, **nat_arguments, **kwargs)
+        output_copy_info = kwargs.pop("output_copy_info", False)
+        if not output_copy_info:
+            return super().generate(inputs, generation_config=generation_config, **kwargs)
+        if self.copy_generator is None:
+            raise ValueError("output_copy_info=True needs a model built with use_copy_mechanism=True")
+        kwargs["return_dict_in_generate"] = True
+        generated = super().generate(inputs, generation_config=generation_config, **kwargs)
+        input_ids = inputs if inputs is not None else kwargs.get("input_ids")
+        repeats = generated.sequences.shape[0] // input_ids.shape[0]
+        attention_mask = kwargs.get("attention_mask")
+        scored = self(
+            input_ids=input_ids.repeat_interleave(repeats, 0),
+            attention_mask=attention_mask.repeat_interleave(repeats, 0) if attention_mask is not None else None,
+            decoder_input_ids=generated.sequences[:, :-1], use_cache=False, output_copy_info=True,
+        )
+        generated["p_gen"], generated["copy_attention"] = scored.p_gen, scored.copy_attention
+        return generated
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Encoder tasks: one label per sequence, one label per position
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class CopyNatEncoderOnlyModel(CopyNatPreTrainedModel):
+    """Shared base of the encoder heads: keeps the seq2seq key names (`model.shared`, `model.encoder`), so a trained
+    CopyNat checkpoint fine-tunes into a classifier; the decoder is not built."""
+
+    _tied_weights_keys = {"model.encoder.embed_tokens.weight": "model.shared.weight"}
+    _ties_ignore_config = True
+
+    def __init__(self, config: CopyNatConfig):
+        super().__init__(config)
+        scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
+        self.model = nn.Module()
+        self.model.shared = TokenEmbedding(config.vocab_size, config.d_model, config.pad_token_id, scale)
+        self.model.encoder = CopyNatEncoder(config, self.model.shared)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.d_model, config.num_labels)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.shared
+
+    def get_encoder(self, modality: str | None = None) -> CopyNatEncoder:
+        return self.model.encoder
+
+    def encode(self, input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states):
+        return self.model.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+                                  output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+
+
+class CopyNatForSequenceClassification(CopyNatEncoderOnlyModel):
+    """One label per sequence (sentiment, topic): the mean of the non-pad encoder states -> a linear classifier."""
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, output_attentions=None,
+                output_hidden_states=None, return_dict=None, **kwargs) -> SequenceClassifierOutput:
+        encoded = self.encode(input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states)
+        mask = source_padding_mask(attention_mask, input_ids, self.config.pad_token_id)
+        states = encoded.last_hidden_state
+        weights = mask.to(states.dtype)[..., None] if mask is not None else torch.ones_like(states[..., :1])
+        pooled = (states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        logits = self.classifier(self.dropout(pooled))
+        loss = None
+        if labels is not None:
+            problem = self.config.problem_type or (
+                "regression" if self.config.num_labels == 1
+                else "single_label_classification" if labels.dtype in (torch.long, torch.int) else "multi_label_classification")
+            if problem == "regression":
+                loss = F.mse_loss(logits.squeeze(-1), labels.float().view(-1))
+            elif problem == "single_label_classification":
+                loss = F.cross_entropy(logits, labels.view(-1))
+            else:
+                loss = F.binary_cross_entropy_with_logits(logits, labels.float())
+        output = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states,
+                                          attentions=encoded.attentions)
+        return output if return_dict is not False else output.to_tuple()
+
+
+class CopyNatForTokenClassification(CopyNatEncoderOnlyModel):
+    """One label per position (tagging, "I saw a saw"): each encoder state -> a linear classifier."""
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, output_attentions=None,
+                output_hidden_states=None, return_dict=None, **kwargs) -> TokenClassifierOutput:
+        encoded = self.encode(input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states)
+        logits = self.classifier(self.dropout(encoded.last_hidden_state))
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        output = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states,
+                                       attentions=encoded.attentions)
+        return output if return_dict is not False else output.to_tuple()
+
+
+__all__ = [
+    "CopyNatPreTrainedModel",
+    "CopyNatModel",
+    "CopyNatForConditionalGeneration",
+    "CopyNatForSequenceClassification",
+    "CopyNatForTokenClassification",
+    "CopyNatEncoderOutput",
+    "CopyNatSeq2SeqLMOutput",
+    "shift_tokens_right",
+]
