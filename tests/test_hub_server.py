@@ -1,5 +1,6 @@
 """Tests for the fake Hub in tests/hub_server.py: huggingface_hub and transformers round trips, all offline."""
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -46,6 +47,7 @@ def test_whoami_and_auth(hub_server):
 def test_upload_folder_and_snapshot_download_roundtrip(hub_server, tmp_path):
     import huggingface_hub as hh
     from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import get_session
 
     files = {"notes.txt": b"hello hub\n", "model.safetensors": os.urandom(3000), "sub/extra.json": b'{"a": 1}'}
     folder = _write(tmp_path / "src", files)
@@ -64,14 +66,17 @@ def test_upload_folder_and_snapshot_download_roundtrip(hub_server, tmp_path):
         with open(os.path.join(local, name), "rb") as f:
             assert f.read() == data
     # The weights went through the LFS protocol, the text file inline in the commit.
-    assert ("PUT", f"/_lfs/{__import__('hashlib').sha256(files['model.safetensors']).hexdigest()}") in hub_server.requests
+    assert ("PUT", f"/_lfs/{hashlib.sha256(files['model.safetensors']).hexdigest()}") in hub_server.requests
     assert ("POST", "/org/data.git/info/lfs/objects/batch") in hub_server.requests
+    ranged = get_session().get(hh.hf_hub_url("org/data", "notes.txt"), headers={"Range": "bytes=6-"})
+    assert ranged.status_code == 206 and ranged.content == b"hub\n"
     siblings = {s.rfilename: s for s in hh.model_info("org/data").siblings}
     assert set(siblings) == {".gitattributes", *files}
     assert siblings["model.safetensors"].lfs is not None and siblings["notes.txt"].lfs is None
     tree = {e.path for e in hh.list_repo_tree("org/data")}
     assert tree == {".gitattributes", "notes.txt", "model.safetensors", "sub"}
-    assert [p.path for p in hh.HfApi().get_paths_info("org/data", ["sub", "notes.txt", "missing"])] == ["sub", "notes.txt"]
+    paths = hh.HfApi().get_paths_info("org/data", ["sub", "notes.txt", "missing"])
+    assert [p.path for p in paths] == ["sub", "notes.txt"]
     assert not hub_server.unhandled
 
 
@@ -97,6 +102,25 @@ def test_second_upload_updates_repo_and_keeps_history(hub_server, tmp_path):
     assert api.list_repo_refs("org/hist").branches[0].target_commit == info.sha
     # unchanged LFS file: neither re-uploaded (preupload oid matches) nor PUT twice
     assert sum(1 for m, p in hub_server.requests if m == "PUT") == 1
+
+
+def test_branches_and_deletions(hub_server):
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    api = HfApi()
+    api.create_repo("org/br")
+    api.upload_file(path_or_fileobj=b"x", path_in_repo="dir/x.txt", repo_id="org/br")
+    api.create_branch("org/br", branch="dev")
+    api.upload_file(path_or_fileobj=b"only on dev", path_in_repo="dev.txt", repo_id="org/br", revision="dev")
+    assert open(hf_hub_download("org/br", "dev.txt", revision="dev"), "rb").read() == b"only on dev"
+    assert not api.file_exists("org/br", "dev.txt")  # main untouched
+    api.delete_file("dev.txt", repo_id="org/br", revision="dev")
+    api.delete_folder("dir", repo_id="org/br")
+    assert api.list_repo_files("org/br", revision="dev") == [".gitattributes", "dir/x.txt"]
+    assert api.list_repo_files("org/br") == [".gitattributes"]
+    with pytest.raises(EntryNotFoundError):
+        api.delete_file("nope.txt", repo_id="org/br")
 
 
 def test_missing_file_repo_and_revision_errors(hub_server):
@@ -198,6 +222,21 @@ def test_model_card_push_load_and_validate(hub_server):
     with pytest.raises(ValueError, match="Invalid YAML"):
         HfApi().upload_file(path_or_fileobj=b"---\nlicense: [mit\n---\n# broken\n", path_in_repo="README.md",
                             repo_id="org/tiny")
+
+
+def test_activation_is_undone_after_the_test(tmp_path):
+    from huggingface_hub import constants, hf_api
+    from transformers.utils import hub as tf_hub
+
+    before = (constants.ENDPOINT, constants.HF_HUB_CACHE, hf_api.api.endpoint, tf_hub._hf_api, socket.getaddrinfo,
+              os.environ.get("HF_ENDPOINT"))
+    with HubServer() as server, pytest.MonkeyPatch.context() as mp:
+        server.activate(mp, tmp_path)
+        assert constants.ENDPOINT == server.url and os.environ["HF_ENDPOINT"] == server.url
+        assert tf_hub.hf_api().endpoint == server.url  # transformers' lazily built HfApi
+    after = (constants.ENDPOINT, constants.HF_HUB_CACHE, hf_api.api.endpoint, tf_hub._hf_api, socket.getaddrinfo,
+             os.environ.get("HF_ENDPOINT"))
+    assert after == before
 
 
 def test_server_stops_cleanly_without_fixture():

@@ -21,8 +21,9 @@ in the source and copy it from there (pointer-generator / copy attention), which
 exactly what :func:`entity_copy_rate` measures on the test split.  A model without a copy
 mechanism gets the template words right but the entities wrong; a model with one gets both.
 
-Sentences are short (sources <= 14 words, targets 3-11 words) so that a tiny model learns
-the task in minutes on a CPU.
+Sentences are short -- sources 3-9 words (mean 5.8), targets 2-8 words (mean 5.9); about
+11 byte-level BPE tokens on average, at most ~21 -- so a tiny model learns the task in
+minutes on a CPU.
 """
 
 from __future__ import annotations
@@ -384,9 +385,21 @@ def exact_match(predictions: Iterable[str], references: Iterable[str]) -> float:
 
 
 def _contains_entity(prediction: str, entity: str) -> bool:
-    # verbatim, but as a whole word: "Kuro" is not found in "Kuroro", nor "42" in "XK-42"
-    pattern = r"(?<![A-Za-z0-9:\-])" + re.escape(entity) + r"(?![A-Za-z0-9]|[:\-][A-Za-z0-9])"
-    return re.search(pattern, prediction) is not None
+    """Verbatim, but as a whole word: "Kuro" is not in "Kuroro", "42" not in "XK-42",
+    "7:45" not in "17:45"."""
+    if not entity:
+        return True
+    start = prediction.find(entity)
+    while start != -1:
+        end = start + len(entity)
+        before = prediction[start - 1] if start else " "
+        after = prediction[end : end + 2]
+        glued_before = before.isalnum() or before in ":-"
+        glued_after = after[:1].isalnum() or (after[:1] in (":", "-") and after[1:2].isalnum())
+        if not glued_before and not glued_after:
+            return True
+        start = prediction.find(entity, start + 1)
+    return False
 
 
 def entity_copy_rate(predictions: Iterable[str], entities_lists: Iterable[Sequence[str]]) -> float:

@@ -558,6 +558,13 @@ class CopyNatPreTrainedModel(PreTrainedModel):
             tied.update(self._tied_weights_keys)
         return tied
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """Loads safetensors weights only: pickle checkpoints (.bin) can run code, so they are refused unless the
+        caller passes `use_safetensors=False` explicitly."""
+        kwargs.setdefault("use_safetensors", True)
+        return super().from_pretrained(*args, **kwargs)
+
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, TokenEmbedding):
@@ -878,6 +885,12 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
         nat_arguments = pop_nat_arguments(kwargs, generation_config or self.generation_config)
         if nat_arguments is not None:
             return non_autoregressive_generate(self, inputs, **nat_arguments, **kwargs)
+        mask = kwargs.get("attention_mask")
+        if mask is not None and mask.dim() == 3 and kwargs.get("encoder_outputs") is None:
+            # generate() takes only 2-D masks: encode with the graph mask here, and hand on the padding mask.
+            source_ids = inputs if inputs is not None else kwargs["input_ids"]
+            kwargs["encoder_outputs"] = self.model.encoder(input_ids=source_ids, attention_mask=mask)
+            kwargs["attention_mask"] = (source_ids != self.config.pad_token_id).long()
         output_copy_info = kwargs.pop("output_copy_info", False)
         if not output_copy_info:
             return super().generate(inputs, generation_config=generation_config, **kwargs)

@@ -150,8 +150,10 @@ def _load_file(path: str, split: str, args: DataArguments) -> datasets.Dataset:
 
 
 def _root_cause(err: BaseException) -> str:
-    while err.__cause__ is not None or (err.__context__ is not None and not err.__suppress_context__):
-        err = err.__cause__ or err.__context__
+    """The innermost *explicit* cause (e.g. pyarrow's "JSON parse error ... in row 1"), else the last context."""
+    follow = "__cause__" if err.__cause__ is not None else "__context__"
+    while getattr(err, follow) is not None:
+        err = getattr(err, follow)
     return f"{type(err).__name__}: {err}"
 
 
@@ -223,7 +225,7 @@ def _normalize(ds: datasets.Dataset, split: str, where: str, args: DataArguments
         load_from_cache_file=not args.overwrite_cache,
         desc=f"Normalizing {split}",
     )
-    blank = np.asarray(ds.with_format("numpy")["_blank"], dtype=bool)
+    blank = _column(ds, "_blank").astype(bool)
     if blank.any():
         logger.warning(
             "skipped %d blank rows in split %s (%s) (first at row %d)", int(blank.sum()), split, where, int(np.flatnonzero(blank)[0])
@@ -289,7 +291,7 @@ def tokenize_datasets(raw: datasets.DatasetDict, tokenizer: PreTrainedTokenizerB
             new_fingerprint=fingerprint,
             desc=f"Tokenizing {split}",
         )
-        flags = np.asarray(ds.with_format("numpy")["_truncated"], dtype=np.int8)
+        flags = _column(ds, "_truncated").astype(np.int8)
         if flags.any():
             logger.warning(
                 "truncated %d of %d examples in split %s (first: example %d): %d sources > max_source_length=%d, "
@@ -337,7 +339,12 @@ def _tokenize_batch(batch: dict, indices: list[int], *, tokenizer, split: str, m
 
 def example_lengths(dataset: datasets.Dataset) -> np.ndarray:
     """Per-example ``max(source_len, target_len)`` of a tokenized split, for the batch sampler."""
-    return np.asarray(dataset.with_format("numpy")["length"], dtype=np.int64)
+    return _column(dataset, "length").astype(np.int64)
+
+
+def _column(ds: datasets.Dataset, name: str) -> np.ndarray:
+    # Slice, do not index: in datasets >= 4 `ds[name]` is a lazy Column that numpy iterates row by row.
+    return np.asarray(ds.with_format("numpy", columns=[name])[:][name])
 
 
 # ------------------------------------------------------------------------------------ batching
