@@ -6,6 +6,8 @@ import torch
 from copynat import CopyNatConfig, CopyNatForConditionalGeneration
 
 VOCAB = 64
+# Tiny models gain nothing from intra-op threads, and spinning threads make the suite crawl when the machine is busy.
+torch.set_num_threads(1)
 
 
 def tiny_config(**overrides) -> CopyNatConfig:
@@ -53,3 +55,6 @@ def trained_hybrid_model():
     generator = torch.Generator().manual_seed(0)
     train_steps(model, 250, lambda step: copy_task_batch(32, 6, generator))
     return model.eval()
+
+
+from hub_server import hub_server  # noqa: E402,F401  (fake Hugging Face Hub fixture, tests/hub_server.py)

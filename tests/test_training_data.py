@@ -6,7 +6,6 @@ import functools
 import json
 import logging
 
-import datasets
 import numpy as np
 import pandas as pd
 import pytest
@@ -42,7 +41,9 @@ def tokenizer() -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(["I am Kuroro.", "Hello, Kuroro!", "the cat sat on the mat"] * 20, trainer)
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 2)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 2)]
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token="<pad>",
@@ -140,7 +141,8 @@ def test_parallel_text_prefix_multi30k_layout(tmp_path):
 def test_parallel_text_misaligned_or_not_utf8(tmp_path):
     (tmp_path / "train.en").write_text("a\nb\nc\n")
     (tmp_path / "train.de").write_text("a\nb\n")
-    with pytest.raises(ValueError, match=r"train parallel text is misaligned: .*train\.en has 3 lines but .*train\.de has 2"):
+    misaligned = r"train parallel text is misaligned: .*train\.en has 3 lines but .*train\.de has 2"
+    with pytest.raises(ValueError, match=misaligned):
         load_raw_datasets(make_args(tmp_path, train_file=str(tmp_path / "train"), source_lang="en", target_lang="de"))
     (tmp_path / "train.de").write_bytes(b"a\nb\n\xff\n")
     with pytest.raises(ValueError, match=r"could not parse train file .*train\.de: invalid UTF-8 at line 3"):
@@ -158,6 +160,28 @@ def test_dataset_name_local_folder(tmp_path):
     assert set(raw) == {"train", "validation", "test"}
     assert len(raw["train"]) == 3 and len(raw["validation"]) == 1
     assert texts(raw["test"]) == [(ROWS[1]["source"], ROWS[1]["target"])]
+
+
+def test_local_files_never_touch_the_network(tmp_path, monkeypatch):
+    """datasets' packaged loaders ping S3 (load counts) unless told not to; local data must stay local."""
+    import socket
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    train = write(folder / "train.jsonl", ROWS, "jsonl")
+    valid = write(tmp_path / "valid.csv", ROWS, "csv")
+    test = write(tmp_path / "test.parquet", ROWS, "parquet")
+    assert len(load_raw_datasets(make_args(tmp_path, train_file=train, validation_file=valid, test_file=test))) == 3
+    assert len(load_raw_datasets(make_args(tmp_path, dataset_name=str(folder)))["train"]) == 3
+    assert attempts == []
 
 
 def test_no_arguments_gives_the_echo_task(tmp_path, monkeypatch):
@@ -205,7 +229,8 @@ def test_unparseable_files_are_wrapped(tmp_path, name, content):
 def test_unknown_extension_and_missing_file(tmp_path):
     path = tmp_path / "train.xml"
     path.write_text("<a/>")
-    with pytest.raises(ValueError, match=r"train file .*train\.xml: unsupported extension '\.xml'; use one of \.json, \.jsonl"):
+    unsupported = r"train file .*train\.xml: unsupported extension '\.xml'; use one of \.json, \.jsonl"
+    with pytest.raises(ValueError, match=unsupported):
         load_raw_datasets(make_args(tmp_path, train_file=str(path)))
     with pytest.raises(FileNotFoundError, match=r"train file .*missing\.jsonl does not exist"):
         load_raw_datasets(make_args(tmp_path, train_file=str(tmp_path / "missing.jsonl")))
@@ -214,7 +239,8 @@ def test_unknown_extension_and_missing_file(tmp_path):
 def test_non_text_value_names_row_and_column(tmp_path):
     rows = [{"source": "a", "target": "b"}, {"source": "c", "target": "d"}, {"source": ["x"], "target": "e"}]
     train = write(tmp_path / "train.jsonl", rows, "jsonl")
-    with pytest.raises(ValueError, match=r"split train \(file .*train\.jsonl\), row 2, column 'source': expected text, got list"):
+    message = r"split train \(file .*train\.jsonl\), row 2, column 'source': expected text, got list"
+    with pytest.raises(ValueError, match=message):
         load_raw_datasets(make_args(tmp_path, train_file=train))
 
 
@@ -238,7 +264,10 @@ def test_blank_rows_are_skipped_and_counted(tmp_path, caplog):
 
 
 def test_tokenize_keeps_text_and_ends_with_eos(tmp_path, tokenizer, caplog):
-    rows = [{"source": "I am Kuroro.", "target": "Hello, Kuroro!"}, {"source": "the cat " * 40, "target": "the mat " * 40}]
+    rows = [
+        {"source": "I am Kuroro.", "target": "Hello, Kuroro!"},
+        {"source": "the cat " * 40, "target": "the mat " * 40},
+    ]
     train = write(tmp_path / "train.jsonl", rows, "jsonl")
     args = make_args(tmp_path, train_file=train, max_source_length=16, max_target_length=12)
     raw = load_raw_datasets(args)
@@ -258,7 +287,8 @@ def test_tokenize_keeps_text_and_ends_with_eos(tmp_path, tokenizer, caplog):
     assert "1 sources > max_source_length=16, 1 targets > max_target_length=12" in caplog.text
 
     strict = make_args(tmp_path, train_file=train, max_source_length=16, max_target_length=12, overlong_policy="error")
-    with pytest.raises(ValueError, match=r"split train, example 1 .*column 'source': \d+ tokens > max_source_length=16"):
+    message = r"split train, example 1 .*column 'source': \d+ tokens > max_source_length=16"
+    with pytest.raises(ValueError, match=message):
         tokenize_datasets(raw, tokenizer, strict)
 
 
@@ -275,7 +305,9 @@ def test_tokenize_is_cached_across_calls(tmp_path, tokenizer):
 def test_tokenize_with_worker_processes(tmp_path, tokenizer):
     (tmp_path / "train.en").write_text("".join(f"the cat {i}\n" for i in range(1200)))
     (tmp_path / "train.de").write_text("".join(f"the mat {i}\n" for i in range(1200)))
-    args = make_args(tmp_path, train_file=str(tmp_path / "train"), source_lang="en", target_lang="de", preprocessing_num_workers=2)
+    args = make_args(
+        tmp_path, train_file=str(tmp_path / "train"), source_lang="en", target_lang="de", preprocessing_num_workers=2
+    )
     tok = tokenize_datasets(load_raw_datasets(args), tokenizer, args)["train"]
     assert len(tok) == 1200 and tok[1199]["input_ids"] == tokenizer("the cat 1199")["input_ids"]
 
@@ -359,7 +391,10 @@ def test_sampler_splits_across_two_replicas(size):
     else:  # one batch repeated so both ranks step equally often
         assert sorted(set(seen)) == list(range(size))
         assert len(seen) == size + len(full[0])
-    dropped = [epoch_batches(TokenBudgetBatchSampler(lengths, 300, seed=1, num_replicas=2, rank=r, drop_last=True), 2) for r in (0, 1)]
+    dropped = [
+        epoch_batches(TokenBudgetBatchSampler(lengths, 300, seed=1, num_replicas=2, rank=r, drop_last=True), 2)
+        for r in (0, 1)
+    ]
     assert len(dropped[0]) == len(dropped[1]) == len(full) // 2
     assert not {i for b in dropped[0] for i in b} & {i for b in dropped[1] for i in b}
 
@@ -381,10 +416,33 @@ def test_sampler_resumes_mid_epoch_exactly():
 
     by_offset = make()
     by_offset.set_epoch(3, start_batch=7)
+    by_offset.set_epoch(3)  # what accelerate's DataLoaderShard.set_epoch forwards: keeps the offset
     assert list(by_offset) == rest
+    by_offset.set_epoch(4)  # a new epoch starts from its first batch
+    assert len(list(by_offset)) == len(by_offset)
 
     with pytest.raises(ValueError, match=r"cannot resume the batch sampler exactly.*max_tokens.*\(300, 301\)"):
         TokenBudgetBatchSampler(LENGTHS, 301, seed=5, num_replicas=2, rank=1).load_state_dict(state)
+
+
+def test_resume_through_an_accelerate_dataloader():
+    """DataLoaderShard (what accelerator.prepare returns) re-sends set_epoch on every iteration."""
+    from accelerate.data_loader import DataLoaderShard
+
+    def make():
+        sampler = TokenBudgetBatchSampler(LENGTHS, 300, seed=5)
+        return sampler, DataLoaderShard(list(range(len(LENGTHS))), batch_sampler=sampler, collate_fn=list)
+
+    sampler, loader = make()
+    loader.set_epoch(3)
+    batches = list(loader)
+    assert sorted(i for b in batches for i in b) == list(range(len(LENGTHS)))
+    state = {**sampler.state_dict(), "batches_yielded": 4}  # the loop's own count of consumed batches
+
+    sampler, loader = make()
+    sampler.load_state_dict(state)
+    loader.set_epoch(3)
+    assert list(loader) == batches[4:]
 
 
 def test_dataloader_end_to_end(tmp_path, tokenizer):
@@ -404,8 +462,10 @@ def test_data_arguments_are_cli_flags():
     from transformers import HfArgumentParser
 
     (args,) = HfArgumentParser(DataArguments).parse_args_into_dataclasses(
-        ["--train_file", "x/train", "--source_lang", "en", "--target_lang", "de", "--max_train_samples", "5", "--overlong_policy", "error"]
+        ["--train_file", "x/train", "--source_lang", "en", "--target_lang", "de",
+         "--max_train_samples", "5", "--overlong_policy", "error"]
     )
-    assert (args.train_file, args.source_lang, args.max_train_samples, args.overlong_policy) == ("x/train", "en", 5, "error")
+    assert args.train_file == "x/train" and args.source_lang == "en"
+    assert args.max_train_samples == 5 and args.overlong_policy == "error"
     with pytest.raises(SystemExit):
         HfArgumentParser(DataArguments).parse_args_into_dataclasses(["--overlong_policy", "drop"])

@@ -12,7 +12,8 @@ from transformers.generation.utils import GenerateBeamEncoderDecoderOutput
 NAT_ARGUMENTS = ("nat_iterations", "length_beam", "rescore_with_ar")
 # What Seq2SeqTrainer and pipelines pass to generate(); harmless for parallel decoding.
 IGNORED_ARGUMENTS = ("synced_gpus", "num_beams", "do_sample", "use_cache", "max_length", "num_return_sequences",
-                     "early_stopping", "length_penalty", "decoder_start_token_id", "pad_token_id", "eos_token_id")
+                     "early_stopping", "length_penalty", "decoder_start_token_id", "pad_token_id", "eos_token_id",
+                     "labels", "decoder_attention_mask")
 
 
 def pop_nat_arguments(kwargs: dict, generation_config) -> dict | None:

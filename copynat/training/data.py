@@ -27,12 +27,14 @@ stays "007").  Over-long sequences are truncated to ``max_*_length`` tokens with
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import datasets
 import numpy as np
@@ -47,32 +49,43 @@ FILE_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv",
 _TEXT = datasets.Value("string")
 _IDS = datasets.Sequence(datasets.Value("int32"))
 _TOKENIZED_FEATURES = datasets.Features(
-    {"source": _TEXT, "target": _TEXT, "input_ids": _IDS, "labels": _IDS, "length": datasets.Value("int32"), "_truncated": datasets.Value("int8")}
+    {"source": _TEXT, "target": _TEXT, "input_ids": _IDS, "labels": _IDS,
+     "length": datasets.Value("int32"), "_truncated": datasets.Value("int8")}
 )
 _SPLIT_ALIASES = {"valid": "validation", "val": "validation", "dev": "validation", "eval": "validation"}
+
+
+def _arg(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
 
 
 @dataclass
 class DataArguments:
     """Where the data comes from and how it is preprocessed (CLI flags via ``HfArgumentParser``)."""
 
-    dataset_name: str | None = field(default=None, metadata={"help": "A `datasets` Hub name (or local dataset folder), e.g. 'wmt16'."})
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name, e.g. 'de-en'."})
-    train_file: str | None = field(default=None, metadata={"help": "Training data: .json/.jsonl/.csv/.tsv/.parquet, or a parallel-text prefix PREFIX read as PREFIX.<source_lang> + PREFIX.<target_lang>."})
-    validation_file: str | None = field(default=None, metadata={"help": "Validation data, same formats as --train_file."})
-    test_file: str | None = field(default=None, metadata={"help": "Test data, same formats as --train_file."})
-    source_column: str = field(default="source", metadata={"help": "Column holding the source text."})
-    target_column: str = field(default="target", metadata={"help": "Column holding the target text."})
-    source_lang: str | None = field(default=None, metadata={"help": "Source language key of a 'translation' column, or suffix of parallel-text files (e.g. 'en')."})
-    target_lang: str | None = field(default=None, metadata={"help": "Target language key of a 'translation' column, or suffix of parallel-text files (e.g. 'de')."})
-    max_source_length: int = field(default=256, metadata={"help": "Maximum source length in tokens, </s> included."})
-    max_target_length: int = field(default=256, metadata={"help": "Maximum target length in tokens, </s> included."})
-    overlong_policy: str = field(default="truncate", metadata={"help": "Sequences longer than the maximum: 'truncate' (counted warning) or 'error'.", "choices": ["truncate", "error"]})
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for datasets.map (default: in-process)."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training examples (debugging, quick runs)."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep only the first N validation and test examples."})
-    overwrite_cache: bool = field(default=False, metadata={"help": "Re-parse data files and redo preprocessing instead of reusing the datasets cache."})
-    cache_dir: str | None = field(default=None, metadata={"help": "Cache folder for `datasets` (default: HF_DATASETS_CACHE)."})
+    dataset_name: str | None = _arg(None, "A `datasets` Hub name or local dataset folder, e.g. 'wmt16'.")
+    dataset_config_name: str | None = _arg(None, "Configuration of --dataset_name, e.g. 'de-en'.")
+    train_file: str | None = _arg(
+        None,
+        "Training data: .json/.jsonl/.csv/.tsv/.parquet, or a parallel-text prefix PREFIX read as "
+        "PREFIX.<source_lang> + PREFIX.<target_lang> (e.g. multi30k/train).",
+    )
+    validation_file: str | None = _arg(None, "Validation data, same formats as --train_file.")
+    test_file: str | None = _arg(None, "Test data, same formats as --train_file.")
+    source_column: str = _arg("source", "Column holding the source text.")
+    target_column: str = _arg("target", "Column holding the target text.")
+    source_lang: str | None = _arg(None, "Source key of a 'translation' column / suffix of parallel-text files.")
+    target_lang: str | None = _arg(None, "Target key of a 'translation' column / suffix of parallel-text files.")
+    max_source_length: int = _arg(256, "Maximum source length in tokens, </s> included.")
+    max_target_length: int = _arg(256, "Maximum target length in tokens, </s> included.")
+    overlong_policy: str = _arg(
+        "truncate", "Longer sequences: 'truncate' (counted warning) or 'error'.", choices=["truncate", "error"]
+    )
+    preprocessing_num_workers: int | None = _arg(None, "Processes for datasets.map (default: in-process).")
+    max_train_samples: int | None = _arg(None, "Keep only the first N training examples (quick runs).")
+    max_eval_samples: int | None = _arg(None, "Keep only the first N validation and test examples.")
+    overwrite_cache: bool = _arg(False, "Re-parse data files and redo preprocessing instead of using the cache.")
+    cache_dir: str | None = _arg(None, "Cache folder for `datasets` (default: HF_DATASETS_CACHE).")
 
     def split_files(self) -> dict[str, str]:
         """The local data files given, by split."""
@@ -92,8 +105,7 @@ def load_raw_datasets(args: DataArguments) -> datasets.DatasetDict:
         for split, ds in make_echo_dataset().items():
             splits[split] = (ds, "the embedded echo data set")
     if args.dataset_name is not None:
-        download_mode = "force_redownload" if args.overwrite_cache else None
-        hub = datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir, download_mode=download_mode)
+        hub = datasets.load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir)
         for name, ds in hub.items():
             split = _SPLIT_ALIASES.get(name, name)
             if split in SPLITS:
@@ -137,14 +149,17 @@ def _load_file(path: str, split: str, args: DataArguments) -> datasets.Dataset:
         if suffix == ".tsv":  # Moses-style TSV: quotes are literal characters
             kwargs.update(delimiter="\t", quoting=csv.QUOTE_NONE)
     try:
-        return datasets.load_dataset(
-            FILE_FORMATS[suffix],
-            data_files={split: str(path)},
-            split=split,
-            cache_dir=args.cache_dir,
-            download_mode="force_redownload" if args.overwrite_cache else None,
-            **kwargs,
-        )
+        # datasets pings S3 to count loads of its packaged "json"/"csv" builders (up to 3 s without a
+        # network, on every call); pointless for a local file, so switched off for this call only.
+        with mock.patch.object(datasets.config, "HF_UPDATE_DOWNLOAD_COUNTS", False):
+            return datasets.load_dataset(
+                FILE_FORMATS[suffix],
+                data_files={split: str(path)},
+                split=split,
+                cache_dir=args.cache_dir,
+                download_mode="force_redownload" if args.overwrite_cache else None,
+                **kwargs,
+            )
     except Exception as err:  # datasets/pyarrow/pandas raise many types; report the root cause
         raise ValueError(f"could not parse {split} file {path}: {_root_cause(err)}") from err
 
@@ -172,7 +187,10 @@ def _read_parallel_text(prefix: str, split: str, args: DataArguments) -> dataset
     src_path, tgt_path = f"{prefix}.{args.source_lang}", f"{prefix}.{args.target_lang}"
     sources, targets = _read_lines(src_path, split), _read_lines(tgt_path, split)
     if len(sources) != len(targets):
-        raise ValueError(f"{split} parallel text is misaligned: {src_path} has {len(sources)} lines but {tgt_path} has {len(targets)}")
+        raise ValueError(
+            f"{split} parallel text is misaligned: "
+            f"{src_path} has {len(sources)} lines but {tgt_path} has {len(targets)}"
+        )
     return datasets.Dataset.from_dict({"source": sources, "target": targets})
 
 
@@ -228,7 +246,8 @@ def _normalize(ds: datasets.Dataset, split: str, where: str, args: DataArguments
     blank = _column(ds, "_blank").astype(bool)
     if blank.any():
         logger.warning(
-            "skipped %d blank rows in split %s (%s) (first at row %d)", int(blank.sum()), split, where, int(np.flatnonzero(blank)[0])
+            "skipped %d blank rows in split %s (%s) (first at row %d)",
+            int(blank.sum()), split, where, int(np.flatnonzero(blank)[0]),
         )
         ds = ds.select(np.flatnonzero(~blank))
     return ds.remove_columns("_blank")
@@ -258,13 +277,18 @@ def _as_text(value: Any, split: str, where: str, row: int, column: str) -> str:
         return value
     if isinstance(value, (int, float, np.integer, np.floating)):
         return str(value)
-    raise ValueError(f"split {split} ({where}), row {row}, column {column!r}: expected text, got {type(value).__name__} {value!r:.80}")
+    raise ValueError(
+        f"split {split} ({where}), row {row}, column {column!r}: "
+        f"expected text, got {type(value).__name__} {value!r:.80}"
+    )
 
 
 # ---------------------------------------------------------------------------------- tokenising
 
 
-def tokenize_datasets(raw: datasets.DatasetDict, tokenizer: PreTrainedTokenizerBase, args: DataArguments) -> datasets.DatasetDict:
+def tokenize_datasets(
+    raw: datasets.DatasetDict, tokenizer: PreTrainedTokenizerBase, args: DataArguments
+) -> datasets.DatasetDict:
     """Add ``input_ids``, ``labels`` and ``length`` to every split (text columns are kept).
 
     Sequences are tokenized untruncated first so over-long ones can be counted (or rejected);
@@ -274,17 +298,19 @@ def tokenize_datasets(raw: datasets.DatasetDict, tokenizer: PreTrainedTokenizerB
     """
     if args.overlong_policy not in ("truncate", "error"):
         raise ValueError(f"overlong_policy must be 'truncate' or 'error', got {args.overlong_policy!r}")
-    kwargs = {"max_source_length": args.max_source_length, "max_target_length": args.max_target_length, "policy": args.overlong_policy}
+    limits = {"source": args.max_source_length, "target": args.max_target_length}
     result = datasets.DatasetDict()
     for split, ds in raw.items():
+        fn_kwargs = {"tokenizer": tokenizer, "split": split, "limits": limits, "policy": args.overlong_policy}
         fingerprint = None
         if getattr(tokenizer, "is_fast", False):
-            fingerprint = Hasher.hash([ds._fingerprint, _tokenize_batch, _tokenizer_identity(tokenizer), kwargs, split])
+            identity = _tokenizer_identity(tokenizer)
+            fingerprint = Hasher.hash([ds._fingerprint, _tokenize_batch, identity, limits, args.overlong_policy, split])
         ds = ds.map(
             _tokenize_batch,
             batched=True,
             with_indices=True,
-            fn_kwargs={"tokenizer": tokenizer, "split": split, **kwargs},
+            fn_kwargs=fn_kwargs,
             features=_TOKENIZED_FEATURES,
             num_proc=args.preprocessing_num_workers if len(ds) > 1000 else None,
             load_from_cache_file=not args.overwrite_cache,
@@ -305,36 +331,36 @@ def tokenize_datasets(raw: datasets.DatasetDict, tokenizer: PreTrainedTokenizerB
 
 
 def _tokenizer_identity(tokenizer: PreTrainedTokenizerBase) -> list:
-    import json
-
     state = json.loads(tokenizer.backend_tokenizer.to_str())
     state["truncation"] = state["padding"] = None  # mutated by every call, irrelevant here
     return [type(tokenizer).__name__, state, tokenizer.padding_side]
 
 
-def _tokenize_batch(batch: dict, indices: list[int], *, tokenizer, split: str, max_source_length: int, max_target_length: int, policy: str) -> dict:
-    sources = tokenizer(batch["source"], return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-    targets = tokenizer(text_target=batch["target"], return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-    flags = []
-    for pos, (src, tgt) in enumerate(zip(sources, targets)):
-        flag = int(len(src) > max_source_length) | 2 * int(len(tgt) > max_target_length)
-        if flag and policy == "error":
-            side, n, limit = ("source", len(src), max_source_length) if flag & 1 else ("target", len(tgt), max_target_length)
-            raise ValueError(
-                f"split {split}, example {indices[pos]} (after blank rows were skipped), column {side!r}: {n} tokens > "
-                f"max_{side}_length={limit} ({batch[side][pos][:60]!r}...); raise the limit or use overlong_policy='truncate'"
-            )
-        if flag & 1:
-            sources[pos] = tokenizer(batch["source"][pos], truncation=True, max_length=max_source_length)["input_ids"]
-        if flag & 2:
-            targets[pos] = tokenizer(text_target=batch["target"][pos], truncation=True, max_length=max_target_length)["input_ids"]
-        flags.append(flag)
-    return {
-        "input_ids": sources,
-        "labels": targets,
-        "length": [max(len(s), len(t)) for s, t in zip(sources, targets)],
-        "_truncated": flags,
-    }
+def _encode(tokenizer, texts: list[str], side: str, max_length: int | None = None) -> list[list[int]]:
+    text = {"text_target" if side == "target" else "text": texts}
+    options = {"truncation": True, "max_length": max_length} if max_length else {}
+    return tokenizer(**text, **options, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+
+
+def _tokenize_batch(batch: dict, indices: list[int], *, tokenizer, split: str, limits: dict, policy: str) -> dict:
+    """Encode both sides; flag over-long rows (bit 1: source, bit 2: target) and re-encode them truncated."""
+    out: dict[str, list] = {"_truncated": [0] * len(indices)}
+    for bit, side, key in ((1, "source", "input_ids"), (2, "target", "labels")):
+        ids, limit = _encode(tokenizer, batch[side], side), limits[side]
+        for pos, seq in enumerate(ids):
+            if len(seq) <= limit:
+                continue
+            if policy == "error":
+                raise ValueError(
+                    f"split {split}, example {indices[pos]} (after blank rows were skipped), column {side!r}: "
+                    f"{len(seq)} tokens > max_{side}_length={limit} ({batch[side][pos][:60]!r}...); "
+                    "raise the limit or use overlong_policy='truncate'"
+                )
+            ids[pos] = _encode(tokenizer, [batch[side][pos]], side, max_length=limit)[0]
+            out["_truncated"][pos] |= bit
+        out[key] = ids
+    out["length"] = [max(len(s), len(t)) for s, t in zip(out["input_ids"], out["labels"])]
+    return out
 
 
 def example_lengths(dataset: datasets.Dataset) -> np.ndarray:
@@ -369,8 +395,10 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler[list[int]]):
     batches of this rank; ``state_dict()``/``load_state_dict()`` do the same through a checkpoint.
     ``state_dict()["batches_yielded"]`` counts batches *handed to the DataLoader*; DataLoader
     workers and Accelerate prefetch ahead of the training step, so the loop should overwrite it
-    with the number of batches it actually consumed.  An example longer than ``max_tokens`` gets
-    a batch of its own (with a warning), it is never dropped.
+    with the number of batches it actually consumed.  Accelerate's prepared DataLoader calls
+    ``set_epoch(<its own epoch counter>)`` at the start of every iteration: call
+    ``train_dataloader.set_epoch(epoch)`` (not only the sampler's) each epoch and after resuming.
+    An example longer than ``max_tokens`` gets a batch of its own (with a warning), never dropped.
     """
 
     def __init__(
@@ -403,8 +431,15 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler[list[int]]):
                 int(too_long.sum()), max_tokens, int(self.lengths.max()),
             )
 
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Select the epoch's plan; the next iteration starts at this rank's batch ``start_batch``."""
+    def set_epoch(self, epoch: int, start_batch: int | None = None) -> None:
+        """Select the epoch's plan; the next iteration starts at this rank's batch ``start_batch``.
+
+        ``start_batch=None`` keeps a pending resume offset when the epoch does not change, so the
+        ``set_epoch(epoch)`` that Accelerate's DataLoader wrapper forwards after ``load_state_dict``
+        does not undo the resume; a new epoch starts at batch 0.
+        """
+        if start_batch is None:
+            start_batch = self._start_batch if epoch == self.epoch else 0
         self.epoch, self._start_batch, self._yielded = epoch, start_batch, start_batch
 
     def _global_batches(self) -> list[list[int]]:
@@ -478,7 +513,7 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler[list[int]]):
         if changed:
             raise ValueError(
                 f"cannot resume the batch sampler exactly, settings or data changed (saved, now): {changed}; "
-                f"call set_epoch({state.get('epoch')}) to restart that epoch instead"
+                f"call set_epoch({state.get('epoch')}, start_batch=0) to restart that epoch instead"
             )
         self.set_epoch(int(state["epoch"]), start_batch=int(state["batches_yielded"]))
 
@@ -500,7 +535,9 @@ class Seq2SeqCollator:
     def __post_init__(self) -> None:
         if self.tokenizer.padding_side != "right":
             raise ValueError(f"copynat needs right padding, the tokenizer pads on the {self.tokenizer.padding_side}")
-        self._collator = DataCollatorForSeq2Seq(self.tokenizer, model=None, pad_to_multiple_of=self.pad_to_multiple_of, label_pad_token_id=-100, return_tensors="pt")
+        self._collator = DataCollatorForSeq2Seq(
+            self.tokenizer, model=None, pad_to_multiple_of=self.pad_to_multiple_of, label_pad_token_id=-100
+        )
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self._collator([{k: f[k] for k in ("input_ids", "labels") if k in f} for f in features])

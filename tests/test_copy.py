@@ -1,0 +1,85 @@
+"""Copy mechanism: the mixture is a distribution, copies what the source holds, and copies unseen names."""
+
+import torch
+from conftest import VOCAB, tiny_config, train_steps
+
+from copynat import CopyNatForConditionalGeneration
+
+
+def source_and_labels():
+    input_ids = torch.tensor([[7, 9, 9, 11, 2, 0, 0], [12, 13, 14, 15, 16, 17, 2]])
+    labels = torch.tensor([[9, 11, 2, -100], [13, 12, 17, 2]])
+    return input_ids, (input_ids != 0).long(), labels
+
+
+def test_mixture_is_a_distribution_at_every_position():
+    model = CopyNatForConditionalGeneration(tiny_config(decoder_mode="hybrid")).eval()
+    input_ids, attention_mask, labels = source_and_labels()
+    out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, output_copy_info=True)
+    torch.testing.assert_close(out.logits.exp().sum(-1), torch.ones(2, 4), atol=1e-5, rtol=0)
+    assert out.p_gen.shape == (2, 4) and ((out.p_gen > 0) & (out.p_gen < 1)).all()
+    assert out.copy_attention.shape == (2, 4, 7)
+
+
+def test_with_p_gen_zero_the_distribution_is_the_scattered_copy_attention():
+    model = CopyNatForConditionalGeneration(tiny_config()).eval()
+    with torch.no_grad():
+        model.copy_generator.gate.weight.zero_()
+        model.copy_generator.gate.bias.fill_(-1e4)  # p_gen = sigmoid(-1e4) = 0: copy only
+    input_ids, attention_mask, labels = source_and_labels()
+    out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, output_copy_info=True)
+    assert torch.all(out.p_gen == 0)
+    scattered = torch.zeros(2, 4, VOCAB).scatter_add(-1, input_ids[:, None, :].expand(-1, 4, -1), out.copy_attention)
+    torch.testing.assert_close(out.logits.exp(), scattered.clamp_min(1e-10), atol=1e-6, rtol=1e-5)
+    # repeated source tokens accumulate their attention: token 9 sits at positions 1 and 2 of row 0
+    torch.testing.assert_close(out.logits[0, :, 9].exp(), out.copy_attention[0, :, 1] + out.copy_attention[0, :, 2])
+    # pad positions get zero copy mass, so the pad token gets none at all
+    assert torch.all(out.copy_attention[0, :, 5:] == 0)
+    assert torch.all(out.logits[0, :, 0].exp() < 1.001e-10)  # only the clamp floor
+
+
+def test_copy_generate_with_cache_equals_without_and_reports_copy_info():
+    torch.manual_seed(3)
+    model = CopyNatForConditionalGeneration(tiny_config()).eval()
+    input_ids, attention_mask, _ = source_and_labels()
+    for settings in ({}, {"num_beams": 4}):
+        cached = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=6, min_new_tokens=6, **settings)
+        uncached = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=6, min_new_tokens=6,
+                                  use_cache=False, **settings)
+        assert torch.equal(cached, uncached)
+    out = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=6, min_new_tokens=6,
+                         output_copy_info=True)
+    assert out.p_gen.shape == (2, 6) and out.copy_attention.shape == (2, 6, 7)
+
+
+def test_copy_is_safe_under_bf16_autocast():
+    model = CopyNatForConditionalGeneration(tiny_config(decoder_mode="hybrid"))
+    input_ids, attention_mask, labels = source_and_labels()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+    assert out.logits.dtype == torch.float32 and torch.isfinite(out.logits).all() and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def greeting_batch(names: torch.Tensor):
+    """"I am <name> ." -> "hello <name> !": the reply must repeat the name."""
+    n = names.shape[0]
+    source = torch.stack((torch.full((n,), 5), torch.full((n,), 6), names, torch.full((n,), 7), torch.full((n,), 2)), 1)
+    target = torch.stack((torch.full((n,), 8), names, torch.full((n,), 9), torch.full((n,), 2)), 1)
+    return source, target
+
+
+def test_a_trained_copy_model_copies_unseen_names_that_a_no_copy_model_cannot():
+    seen_names, unseen_names = torch.arange(10, 40), torch.arange(40, VOCAB)
+    results = {}
+    for use_copy in (True, False):
+        torch.manual_seed(0)
+        model = CopyNatForConditionalGeneration(tiny_config(use_copy_mechanism=use_copy))
+        g = torch.Generator().manual_seed(0)
+        train_steps(model, 120, lambda step: greeting_batch(seen_names[torch.randint(0, 30, (32,), generator=g)]))
+        source, target = greeting_batch(unseen_names)
+        output = model.generate(source, max_new_tokens=6)
+        results[use_copy] = (output[:, 1:5] == target).all(1).float().mean().item()
+    assert results[True] >= 0.9, results
+    assert results[False] <= 0.2, results

@@ -1,0 +1,132 @@
+"""Non-autoregressive decoding: length prediction, parallel decoding, mask-predict, length beam, generate()."""
+
+import pytest
+import torch
+from conftest import VOCAB, copy_task_batch, tiny_config
+
+from copynat import CopyNatForConditionalGeneration
+
+
+def test_length_and_nat_losses_train_exact_parallel_copies(trained_hybrid_model):
+    model = trained_hybrid_model
+    source, target = copy_task_batch(16, 6, torch.Generator().manual_seed(123))
+    length_classes = model(input_ids=source, labels=target).length_logits.argmax(-1)
+    assert torch.all(length_classes == 7)  # 6 tokens + </s>
+    for iterations in (1, 3):
+        output = model.generate(source, non_autoregressive=True, nat_iterations=iterations)
+        assert output.shape == (16, 8)
+        assert torch.equal(output[:, 1:], target), iterations
+    ar = model.generate(source, max_new_tokens=8)
+    assert torch.equal(ar[:, 1:8], target)
+
+
+def test_mask_predict_never_lowers_the_average_log_prob(trained_hybrid_model):
+    source, _ = copy_task_batch(8, 6, torch.Generator().manual_seed(5))
+    source[:, 2] = 4  # harder: <mask> tokens in the source make some positions uncertain
+    one = trained_hybrid_model.generate(source, non_autoregressive=True, nat_iterations=1, return_dict_in_generate=True)
+    for iterations in (2, 4, 10):
+        more = trained_hybrid_model.generate(source, non_autoregressive=True, nat_iterations=iterations,
+                                             return_dict_in_generate=True)
+        assert torch.all(more.sequences_scores >= one.sequences_scores - 1e-6)
+
+
+def forced_length_model(lengths_and_scores: dict[int, float], **overrides):
+    model = CopyNatForConditionalGeneration(tiny_config(decoder_mode="nat", length_prediction="absolute", **overrides))
+    with torch.no_grad():
+        model.length_predictor.classifier.weight.zero_()
+        model.length_predictor.classifier.bias.fill_(-100.0)
+        for length, score in lengths_and_scores.items():
+            model.length_predictor.classifier.bias[length] = score
+    return model.eval()
+
+
+def test_length_beam_decodes_the_most_likely_lengths():
+    model = forced_length_model({5: 3.0, 9: 2.0, 12: 1.0})
+    source = torch.randint(5, VOCAB, (3, 6))
+    single = model.generate(source, non_autoregressive=True, return_dict_in_generate=True)
+    assert single.lengths.tolist() == [5, 5, 5]
+    beam = model.generate(source, non_autoregressive=True, length_beam=3, return_dict_in_generate=True)
+    assert set(beam.lengths.tolist()) <= {5, 9, 12}
+    assert beam.sequences.shape[1] <= 1 + 12
+    assert torch.all(beam.sequences_scores >= single.sequences_scores - 1e-6)  # the best of 3 includes length 5
+
+
+def test_batch_of_different_lengths_is_padded_like_generate():
+    model = forced_length_model({3: 5.0}, length_classes=32)
+    with torch.no_grad():  # offsets differ per row, so make lengths depend on the source: use offset mode
+        pass
+    model.config.length_prediction = "offset"
+    model.length_predictor.offset = True
+    with torch.no_grad():
+        model.length_predictor.classifier.bias.fill_(-100.0)
+        model.length_predictor.classifier.bias[16] = 5.0  # offset 0: target length = source length
+    source = torch.randint(5, VOCAB, (3, 8))
+    attention_mask = torch.ones_like(source)
+    source[0, 3:], attention_mask[0, 3:] = 0, 0  # 3 real tokens
+    source[1, 6:], attention_mask[1, 6:] = 0, 0  # 6 real tokens
+    out = model.generate(source, attention_mask=attention_mask, non_autoregressive=True, return_dict_in_generate=True)
+    assert out.lengths.tolist() == [3, 6, 8]
+    sequences = out.sequences
+    assert torch.all(sequences[:, 0] == model.config.decoder_start_token_id)
+    for row in sequences:
+        tokens = row[1:].tolist()
+        end = tokens.index(model.config.eos_token_id)  # every row ends with </s> ...
+        assert all(t == model.config.pad_token_id for t in tokens[end + 1:])  # ... then padding only
+        assert model.config.pad_token_id not in tokens[:end]
+
+
+def test_nat_generate_errors_are_clear():
+    ar_model = CopyNatForConditionalGeneration(tiny_config(decoder_mode="ar")).eval()
+    source = torch.randint(5, VOCAB, (2, 5))
+    with pytest.raises(ValueError, match="no length predictor.*decoder_mode='ar'"):
+        ar_model.generate(source, non_autoregressive=True)
+    with pytest.raises(ValueError, match="only apply to non-autoregressive decoding"):
+        ar_model.generate(source, nat_iterations=4)
+    nat_model = forced_length_model({4: 1.0})
+    with pytest.raises(ValueError, match="nat_iterations must be a positive integer"):
+        nat_model.generate(source, non_autoregressive=True, nat_iterations=0)
+    with pytest.raises(ValueError, match="does not take temperature"):
+        nat_model.generate(source, non_autoregressive=True, temperature=0.7)
+    with pytest.raises(ValueError, match="rescore_with_ar=True.*hybrid"):
+        nat_model.generate(source, non_autoregressive=True, rescore_with_ar=True)
+    copy_source = CopyNatForConditionalGeneration(tiny_config(decoder_mode="nat", nat_decoder_inputs="copy_source"))
+    with pytest.raises(ValueError, match="nat_decoder_inputs='mask'"):
+        copy_source.eval().generate(source, non_autoregressive=True, nat_iterations=3)
+
+
+def test_copy_source_inputs_and_ar_rescoring_decode(trained_hybrid_model):
+    source, target = copy_task_batch(4, 6, torch.Generator().manual_seed(9))
+    rescored = trained_hybrid_model.generate(source, non_autoregressive=True, length_beam=3, rescore_with_ar=True)
+    assert torch.equal(rescored[:, 1:], target)
+    model = CopyNatForConditionalGeneration(tiny_config(decoder_mode="nat", nat_decoder_inputs="copy_source"))
+    loss = model(input_ids=source, labels=target).loss
+    loss.backward()
+    assert model.eval().generate(source, non_autoregressive=True).shape[0] == 4
+
+
+def test_nat_generate_after_save_and_auto_load(trained_hybrid_model, tmp_path):
+    from transformers import AutoModelForSeq2SeqLM
+
+    trained_hybrid_model.save_pretrained(tmp_path)
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    source, target = copy_task_batch(4, 6, torch.Generator().manual_seed(11))
+    for iterations in (1, 4):
+        assert torch.equal(loaded.generate(source, non_autoregressive=True, nat_iterations=iterations),
+                           trained_hybrid_model.generate(source, non_autoregressive=True, nat_iterations=iterations))
+
+
+def test_generation_config_can_default_to_nat(trained_hybrid_model, tmp_path):
+    from transformers import AutoModelForSeq2SeqLM, GenerationConfig
+
+    model = trained_hybrid_model
+    saved = model.generation_config
+    model.generation_config = GenerationConfig(decoder_start_token_id=1, pad_token_id=0, eos_token_id=2,
+                                               non_autoregressive=True, nat_iterations=2)
+    try:
+        model.save_pretrained(tmp_path)
+    finally:
+        model.generation_config = saved
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    source, target = copy_task_batch(2, 6, torch.Generator().manual_seed(2))
+    assert torch.equal(loaded.generate(source)[:, 1:], target)
+    assert loaded.generate(source, non_autoregressive=False, max_new_tokens=3).shape == (2, 4)
