@@ -342,6 +342,25 @@ def test_bad_options(kwargs: dict[str, int], match: str) -> None:
         train_tokenizer(["a b"], **kwargs)
 
 
-@pytest.mark.skip(reason="written by the lead together with the model: model + tokenizer in one folder")
-def test_model_and_tokenizer_in_one_folder_load_together() -> None:  # pragma: no cover
-    raise NotImplementedError
+def test_model_and_tokenizer_in_one_folder_load_together(tok: PreTrainedTokenizerFast, tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForSeq2SeqLM
+
+    from copynat import CopyNatConfig, CopyNatForConditionalGeneration
+
+    config = CopyNatConfig(vocab_size=len(tok), d_model=32, encoder_layers=1, decoder_layers=1,
+                           encoder_ffn_dim=64, decoder_ffn_dim=64)
+    # special-token ids of tokenizer and model config agree
+    assert (config.pad_token_id, config.bos_token_id, config.eos_token_id, config.unk_token_id,
+            config.mask_token_id) == (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, tok.unk_token_id,
+                                      tok.mask_token_id)
+    model = CopyNatForConditionalGeneration(config).eval()
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    loaded_tok = AutoTokenizer.from_pretrained(tmp_path)
+    loaded_model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    inputs = loaded_tok(["我是大木博士", "Hallo Kuroro!"], padding=True, return_tensors="pt")
+    assert torch.equal(inputs["input_ids"], tok(["我是大木博士", "Hallo Kuroro!"], padding=True, return_tensors="pt")["input_ids"])
+    out = loaded_model.generate(**inputs, max_new_tokens=5)
+    assert torch.equal(out, model.generate(**inputs, max_new_tokens=5))
+    assert all(isinstance(text, str) for text in loaded_tok.batch_decode(out, skip_special_tokens=True))

@@ -1,0 +1,366 @@
+"""Non-autoregressive vs autoregressive decoding speed of one copynat model (issue 5).
+
+One `decoder_mode="hybrid"` copynat (d_model 256, 3+3 layers, 4 heads, FFN 1024, vocab 8000; copy head on, and a
+second model with it off) decodes the same random sources (length 32) at batch 1 and batch 32:
+
+- AT greedy: `generate(min_new_tokens=32, max_new_tokens=32)`, KV cache on: 32 sequential decoder steps;
+- NAT one pass: `generate(non_autoregressive=True, nat_iterations=1)`;
+- mask-predict: `nat_iterations=4` and `10`;
+- reference (no aim): one teacher-forced forward pass of the AR decoder over 32 target tokens.
+
+The untrained length predictor would predict random lengths, so its classifier is set to predict exactly 32 tokens
+(zero weight, a large bias on the class of length 32; in the default "offset" mode that class is
+`32 - source_length + length_classes // 2`); the run checks that `generate(..., return_dict_in_generate=True).lengths`
+is 32 for every row.
+
+Aims (copy head on): at batch 1, one pass >= 20x faster than AT greedy and mask-predict (4 iterations) >= 5x; at
+batch 32, one pass >= 3x faster than AT greedy and within 1.5x of its arithmetic floor. The floor is the FLOPs of one
+NAT generate() call at batch 32 (`torch.utils.flop_counter.FlopCounterMode`) divided by this CPU's fp32 matmul rate,
+measured in the same run on the very matmul shapes that call executes (recorded with a dispatch mode, each timed in
+isolation, rate = their FLOPs / their time). The GFLOP/s of two reference shapes are printed too.
+
+If an aim is missed, a torch.profiler table of the NAT path (batch 32, sorted by self CPU time) and a stage breakdown
+are written to `benchmarks/results/nat_speed_profile.txt`.
+
+    python benchmarks/nat_speed.py            # full run (a few minutes on 2 cores)
+    python benchmarks/nat_speed.py --quick    # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common  # noqa: E402
+
+from copynat import CopyNatConfig, CopyNatForConditionalGeneration  # noqa: E402
+from copynat.modeling.generation_copynat import _cut_after_eos  # noqa: E402
+
+NAME = "nat_speed"
+SOURCE_LEN, TARGET_LEN = 32, 32
+BATCHES = (1, 32)
+AIMS = {  # (batch, case): minimum speedup over AT greedy
+    (1, "nat1"): 20.0,
+    (1, "mp4"): 5.0,
+    (32, "nat1"): 3.0,
+}
+AIM_FLOOR_RATIO = 1.5
+CASES = {"at": "AT greedy (KV cache)", "nat1": "NAT one pass", "mp4": "mask-predict, 4 iterations",
+         "mp10": "mask-predict, 10 iterations", "forward": "reference: one teacher-forced AR forward"}
+
+
+# --- the model -------------------------------------------------------------------------------------------------------
+
+
+def build_model(use_copy_mechanism: bool) -> CopyNatForConditionalGeneration:
+    torch.manual_seed(0)
+    model = CopyNatForConditionalGeneration(
+        CopyNatConfig(**common.MODEL_SIZE, decoder_mode="hybrid", use_copy_mechanism=use_copy_mechanism))
+    force_length(model, TARGET_LEN, SOURCE_LEN)
+    return model.eval()
+
+
+@torch.no_grad()
+def force_length(model: CopyNatForConditionalGeneration, target_length: int, source_length: int) -> int:
+    """Make the length predictor predict `target_length` for every source of `source_length` real tokens."""
+    predictor = model.length_predictor
+    target_class = int(predictor.length_to_class(torch.tensor([target_length]), torch.tensor([source_length]))[0])
+    predictor.classifier.weight.zero_()
+    predictor.classifier.bias.zero_()
+    predictor.classifier.bias[target_class] = 50.0
+    return target_class
+
+
+def decode_calls(model, source: torch.Tensor, mask: torch.Tensor) -> dict:
+    labels = common.random_ids(source.shape[0], TARGET_LEN, seed=7)
+    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels)
+
+    def at():
+        return model.generate(source, attention_mask=mask, do_sample=False, num_beams=1,
+                              min_new_tokens=TARGET_LEN, max_new_tokens=TARGET_LEN)
+
+    def nat(iterations):
+        return lambda: model.generate(source, attention_mask=mask, non_autoregressive=True, nat_iterations=iterations)
+
+    @torch.no_grad()
+    def forward():
+        return model(input_ids=source, attention_mask=mask, decoder_input_ids=decoder_input_ids, use_cache=False).logits
+
+    return {"at": at, "nat1": nat(1), "mp4": nat(4), "mp10": nat(10), "forward": forward}
+
+
+def check_lengths(model, source, mask) -> None:
+    out = model.generate(source, attention_mask=mask, non_autoregressive=True, return_dict_in_generate=True)
+    lengths = out.lengths.tolist()
+    if any(length != TARGET_LEN for length in lengths):
+        raise SystemExit(f"forced length failed: predicted lengths {lengths}, expected {TARGET_LEN}")
+    at = decode_calls(model, source, mask)["at"]()
+    if at.shape[1] != 1 + TARGET_LEN:
+        raise SystemExit(f"AT greedy produced {at.shape[1] - 1} tokens, expected {TARGET_LEN}")
+
+
+# --- the arithmetic floor ----------------------------------------------------------------------------------------------
+
+MATMULS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+           torch.ops.aten.baddbmm.default}
+
+
+class MatmulRecorder(TorchDispatchMode):
+    """Records every matmul (op, argument shapes and strides) a call executes."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: Counter = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in MATMULS and not kwargs:
+            signature = tuple((tuple(a.shape), tuple(a.stride())) if isinstance(a, torch.Tensor) else a for a in args)
+            self.calls[(func, signature)] += 1
+        return func(*args, **kwargs)
+
+
+def matmul_flops(func, signature) -> int:
+    shapes = [s[0] for s in signature if isinstance(s, tuple) and len(s) == 2 and isinstance(s[0], tuple)]
+    a, b = shapes[-2], shapes[-1]  # addmm/baddbmm: (bias, a, b)
+    batch = a[0] if len(a) == 3 else 1
+    return 2 * batch * a[-2] * a[-1] * b[-1]
+
+
+def time_matmul(func, signature, repeats: int) -> float:
+    """Median seconds of one isolated call with fresh tensors of the recorded shapes and strides."""
+    args = []
+    for item in signature:
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], tuple):
+            shape, stride = item
+            args.append(torch.empty_strided(shape, stride).normal_())
+        else:
+            args.append(item)
+    inner = max(1, int(2e8 // max(matmul_flops(func, signature), 1)))  # ~0.2 GFLOP per timing sample
+    inner = min(inner, 200)
+    for _ in range(3):
+        func(*args)
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            func(*args)
+        samples.append((time.perf_counter() - start) / inner)
+    return statistics.median(samples)
+
+
+def reference_rate(m: int, k: int, n: int, repeats: int) -> float:
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    seconds = time_matmul(torch.ops.aten.mm.default, (((m, k), (k, 1)), ((k, n), (n, 1))), repeats)
+    return 2 * m * n * k / seconds / 1e9
+
+
+def arithmetic_floor(call, repeats: int) -> dict:
+    with FlopCounterMode(display=False) as counter:
+        call()
+    flops = counter.get_total_flops()
+    by_op = {str(op): count for op, count in counter.get_flop_counts()["Global"].items()}
+    recorder = MatmulRecorder()
+    with recorder:
+        call()
+    matmul_time = matmul_flops_total = 0.0
+    shapes = []
+    for (func, signature), count in recorder.calls.items():
+        seconds = time_matmul(func, signature, repeats)
+        f = matmul_flops(func, signature)
+        matmul_time += count * seconds
+        matmul_flops_total += count * f
+        shapes.append({"op": str(func), "shapes": [s[0] if isinstance(s, tuple) else s for s in signature],
+                       "count": count, "gflop_each": f / 1e9, "ms_each": seconds * 1e3,
+                       "gflops_per_s": f / seconds / 1e9})
+    rate = matmul_flops_total / matmul_time
+    return {"flops": flops, "flops_by_op": by_op, "matmul_flops": matmul_flops_total,
+            "matmul_seconds_isolated": matmul_time, "rate_gflops": rate / 1e9, "floor_seconds": flops / rate,
+            "shapes": sorted(shapes, key=lambda s: -s["count"] * s["ms_each"])}
+
+
+# --- diagnosis ---------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def stage_breakdown(model, source, mask, repeats: int) -> dict:
+    """Median seconds of the stages of one NAT pass, replayed from the model's public pieces (as
+    `non_autoregressive_generate` calls them)."""
+    config = model.config
+    encoder = model.model.encoder(input_ids=source, attention_mask=mask)
+    states, source_mask = encoder.last_hidden_state, mask.bool()
+    target_mask = torch.ones(source.shape[0], TARGET_LEN, dtype=torch.bool)
+    tokens = torch.full(target_mask.shape, config.mask_token_id)
+    embeds = model.nat_decoder_inputs(tokens, target_mask, source, source_mask)
+    decoded = model.model.decoder(inputs_embeds=embeds, encoder_hidden_states=states, encoder_padding_mask=source_mask,
+                                  decoder_padding_mask=target_mask, causal=False, use_cache=False).last_hidden_state
+    vocab_logits = model.lm_head(decoded)
+    logits = model.output_head(decoded, embeds, states, source, source_mask)[0]
+    stages = {
+        "encoder": lambda: model.model.encoder(input_ids=source, attention_mask=mask),
+        "length predictor": lambda: model.length_predictor(states, source_mask).float().log_softmax(-1).topk(1),
+        "decoder stack (non-causal)": lambda: model.model.decoder(
+            inputs_embeds=embeds, encoder_hidden_states=states, encoder_padding_mask=source_mask,
+            decoder_padding_mask=target_mask, causal=False, use_cache=False),
+        "lm_head": lambda: model.lm_head(decoded),
+    }
+    if model.copy_generator is not None:
+        stages["copy mixture (CopyGenerator)"] = lambda: model.copy_generator(
+            vocab_logits, decoded, embeds, states, source, source_mask)
+    stages["log_probs + max over vocab"] = lambda: model.log_probs(logits).max(dim=-1)
+    stages["_cut_after_eos"] = lambda: _cut_after_eos(tokens, target_mask, config)
+    stages["whole NAT generate()"] = lambda: model.generate(source, attention_mask=mask, non_autoregressive=True)
+    times = common.time_interleaved(stages, repeats=repeats, warmup=1)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def sync_count(call) -> int:
+    """Host syncs (`.item()`, `int(t)`, `bool(t)`) in one call: free on CPU, a stall per call on GPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        call()
+    return sum(e.count for e in prof.key_averages() if e.key == "aten::_local_scalar_dense")
+
+
+# --- main ------------------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few repeats: a smoke run, not a measurement")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds per case (default 12, quick 2)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-copy-off", action="store_true", help="skip the model without the copy head")
+    parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
+                        help="profile the NAT path when an aim is missed (auto), always or never")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (2 if args.quick else 12)
+    warmup = 1 if args.quick else 2
+
+    common.setup(seed=0, threads=args.threads)
+    env = common.environment()
+    variants = {"copy on": build_model(True)}
+    if not args.no_copy_off:
+        variants["copy off"] = build_model(False)
+    params = {name: common.count_parameters(model) for name, model in variants.items()}
+    print("parameters: " + ", ".join(f"{name} {count:,}" for name, count in params.items()))
+
+    results: dict = {}
+    for variant, model in variants.items():
+        for batch in BATCHES:
+            source = common.random_ids(batch, SOURCE_LEN, seed=11)
+            mask = torch.ones_like(source)
+            check_lengths(model, source, mask)
+            calls = decode_calls(model, source, mask)
+            print(f"timing {variant}, batch {batch} ({repeats} rounds)...", flush=True)
+            times = common.time_interleaved(calls, repeats=repeats, warmup=warmup)
+            at = statistics.median(times["at"])
+            results[(variant, batch)] = {
+                case: {"seconds": common.summarize(t), "speedup_vs_at": at / statistics.median(t),
+                       "paired_speedup_vs_at": common.paired_ratio(times["at"], t)}
+                for case, t in times.items()
+            }
+
+    print("measuring the arithmetic floor (FLOPs of one NAT call at batch 32, matmul rate of this CPU)...", flush=True)
+    floor_repeats = 3 if args.quick else 7
+    source32 = common.random_ids(32, SOURCE_LEN, seed=11)
+    mask32 = torch.ones_like(source32)
+    floors = {variant: arithmetic_floor(decode_calls(model, source32, mask32)["nat1"], floor_repeats)
+              for variant, model in variants.items()}
+    references = {f"[{m},{k}]x[{k},{n}]": reference_rate(m, k, n, floor_repeats)
+                  for m, k, n in ((32 * TARGET_LEN, 256, 1024), (1024, 256, 8000))}
+    for variant, floor in floors.items():
+        measured = results[(variant, 32)]["nat1"]["seconds"]["median"]
+        floor["measured_seconds"] = measured
+        floor["measured_over_floor"] = measured / floor["floor_seconds"]
+
+    # --- report --------------------------------------------------------------------------------------------------
+    note = common.load_note(env)
+    aims = {}
+    rows = []
+    for (variant, batch), cases in results.items():
+        for case, r in cases.items():
+            aim = AIMS.get((batch, case)) if variant == "copy on" else None
+            status = ""
+            if aim is not None:
+                status = common.verdict(r["speedup_vs_at"], aim)
+                aims[f"batch{batch}_{case}_speedup"] = [r["speedup_vs_at"], aim, status]
+            rows.append([variant, batch, CASES[case], common.fmt_ms(r["seconds"]["median"]),
+                         f"{r['speedup_vs_at']:.2f}x", f">= {aim:g}x" if aim else "", status])
+    table = common.markdown_table(["model", "batch", "decoding (32 tokens)", "median latency", "speedup vs AT greedy",
+                                   "aim", "status"], rows)
+    floor_rows = []
+    for variant, floor in floors.items():
+        status = ""
+        if variant == "copy on":
+            status = common.verdict(floor["measured_over_floor"], AIM_FLOOR_RATIO, higher_is_better=False)
+            aims["batch32_nat1_over_floor"] = [floor["measured_over_floor"], AIM_FLOOR_RATIO, status]
+        floor_rows.append([variant, f"{floor['flops'] / 1e9:.2f}", f"{floor['matmul_flops'] / 1e9:.2f}",
+                           f"{floor['rate_gflops']:.1f}", common.fmt_ms(floor["floor_seconds"]),
+                           common.fmt_ms(floor["measured_seconds"]), f"{floor['measured_over_floor']:.2f}x",
+                           f"<= {AIM_FLOOR_RATIO}x" if status else "", status])
+    floor_table = common.markdown_table(
+        ["model", "GFLOP (FlopCounterMode)", "GFLOP in matmuls", "matmul rate GFLOP/s (its own shapes)",
+         "floor", "measured NAT pass", "measured/floor", "aim", "status"], floor_rows)
+    reference_line = "reference matmul rates: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in references.items())
+    header = (f"# copynat NAT vs AT decoding ({'quick smoke run' if args.quick else 'full run'}, {repeats} rounds, "
+              f"median, {torch.get_num_threads()} threads)\n\n"
+              "decoder_mode='hybrid', source length 32, exactly 32 target tokens (length predictor forced to 32). "
+              "Aims apply to the model with the copy head (the default).\n\n" + note + "\n")
+    markdown = (header + "\n" + table + "\n\n## Arithmetic floor of one NAT pass, batch 32\n\n" + floor_table + "\n\n"
+                + reference_line)
+    print()
+    print(markdown)
+
+    payload = {
+        "benchmark": NAME, "quick": args.quick, "repeats": repeats, "warmup": warmup, "environment": env,
+        "load_note": note, "parameters": params,
+        "results": [{"model": variant, "batch": batch, "case": case, "label": CASES[case], **r}
+                    for (variant, batch), cases in results.items() for case, r in cases.items()],
+        "floor": floors, "reference_matmul_gflops": references, "aims": aims,
+    }
+    missed = [name for name, (_, _, status) in aims.items() if status != "met"]
+    if args.profile == "always" or (args.profile == "auto" and missed and not args.quick):
+        model = variants["copy on"]
+        print("profiling the NAT path at batch 32...", flush=True)
+        call = decode_calls(model, source32, mask32)["nat1"]
+        stages = stage_breakdown(model, source32, mask32, repeats=5)
+        syncs = sync_count(call)
+        stage_table = common.markdown_table(["stage (batch 32, copy on)", "median"],
+                                            [[name, common.fmt_ms(s)] for name, s in stages.items()])
+        shape_table = common.markdown_table(
+            ["matmul", "shapes", "count", "ms each (isolated)", "GFLOP/s"],
+            [[s["op"], s["shapes"], s["count"], f"{s['ms_each']:.3f}", f"{s['gflops_per_s']:.1f}"]
+             for s in floors["copy on"]["shapes"][:12]])
+        profile = common.profile_table(call, steps=3, row_limit=25)
+        at_profile = common.profile_table(decode_calls(model, source32, mask32)["at"], steps=1, row_limit=15)
+        text = (f"aims missed: {', '.join(missed) or 'none'}\n\n## stage breakdown\n\n{stage_table}\n\n"
+                f"host syncs (aten::_local_scalar_dense) in one NAT generate call: {syncs}\n\n"
+                f"## matmuls of one NAT call (batch 32), by total isolated time\n\n{shape_table}\n\n"
+                f"## torch.profiler, NAT one pass, batch 32 (3 calls), sorted by self CPU time\n\n{profile}\n\n"
+                f"## torch.profiler, AT greedy, batch 32 (1 call)\n\n{at_profile}\n")
+        path = common.RESULTS_DIR / f"{NAME}_profile.txt"
+        common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        payload["stage_breakdown_seconds"] = stages
+        payload["host_syncs_per_nat_call"] = syncs
+        payload["profile"] = str(path.relative_to(common.RESULTS_DIR.parent.parent))
+        print(f"\n{stage_table}\n\nhost syncs per NAT call: {syncs}\nprofile tables: {path}")
+
+    json_path, _ = common.write_results(NAME if not args.quick else f"{NAME}_quick", payload, markdown)
+    print(f"\nresults: {json_path}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
