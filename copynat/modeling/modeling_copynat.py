@@ -492,8 +492,10 @@ class CopyGenerator(nn.Module):
         self.gate = nn.Linear(3 * d, 1)
         self.scale = d ** -0.5
 
-    def forward(self, vocab_logits, decoder_states, decoder_inputs_embeds, encoder_states, source_ids, source_mask):
-        """Returns (log p_mix [batch, tgt, vocab] in fp32, p_gen [batch, tgt], copy attention [batch, tgt, src])."""
+    def forward(self, vocab_logits, decoder_states, decoder_inputs_embeds, encoder_states, source_ids, source_mask,
+                log: bool = True):
+        """Returns (log p_mix [batch, tgt, vocab] in fp32, p_gen [batch, tgt], copy attention [batch, tgt, src]);
+        p_mix itself when `log=False` (parallel decoding only needs the argmax and its probability)."""
         # Its own eager attention: SDPA's cross-attention returns no weights, and copying needs explicit ones.
         scores = (self.query(decoder_states) @ self.key(encoder_states).transpose(1, 2)).float() * self.scale
         if source_mask is not None:
@@ -503,7 +505,10 @@ class CopyGenerator(nn.Module):
         p_gen = torch.sigmoid(self.gate(torch.cat((decoder_states, context, decoder_inputs_embeds), dim=-1)).float())
         mixture = vocab_logits.float().softmax(dim=-1) * p_gen
         index = source_ids[:, None, :].expand(-1, decoder_states.shape[1], -1)
-        mixture = mixture.scatter_add(-1, index, copy_attention * (1.0 - p_gen))
+        # In place: `mixture` is a fresh product that autograd does not need to keep (saves a [B, T, V] copy).
+        mixture.scatter_add_(-1, index, copy_attention * (1.0 - p_gen))
+        if not log:
+            return mixture, p_gen.squeeze(-1), copy_attention
         # Clamped so an impossible token costs log(1e-10) rather than -inf (no NaN in softmax, loss or beam scores).
         return mixture.clamp_min(1e-10).log(), p_gen.squeeze(-1), copy_attention
 
@@ -703,8 +708,9 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
 
     # --- the one output head, shared by AT and NAT --------------------------------------------------------------------
 
-    def output_head(self, decoder_states, decoder_inputs_embeds, encoder_states, source_ids, source_mask):
-        """Decoder states -> (logits, p_gen, copy attention). With the copy mechanism the logits are log p_mix."""
+    def output_head(self, decoder_states, decoder_inputs_embeds, encoder_states, source_ids, source_mask, log=True):
+        """Decoder states -> (logits, p_gen, copy attention). With the copy mechanism the logits are log p_mix
+        (p_mix itself when `log=False`)."""
         vocab_logits = self.lm_head(decoder_states)
         if self.copy_generator is None:
             return vocab_logits, None, None
@@ -712,10 +718,18 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
             raise ValueError("the copy mechanism needs the source token ids: pass input_ids, or encoder_outputs "
                              "produced by this model's encoder (they carry source_ids)")
         return self.copy_generator(vocab_logits, decoder_states, decoder_inputs_embeds, encoder_states, source_ids,
-                                   source_mask)
+                                   source_mask, log=log)
 
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         return logits if self.copy_generator is not None else logits.float().log_softmax(-1)
+
+    def most_likely_tokens(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-prob, id) of the most likely token at each position, from `output_head(..., log=False)`: one max
+        over the vocabulary, and a log of the winners only."""
+        best, tokens = scores.max(dim=-1)
+        if self.copy_generator is not None:
+            return best.clamp_min(1e-10).log(), tokens
+        return best.float() - scores.float().logsumexp(dim=-1), tokens
 
     # --- non-autoregressive decoding: inputs and one parallel pass ---------------------------------------------------
 
@@ -732,13 +746,13 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
         index = index.clamp(max=(src_len - 1)[:, None].clamp_min(0))
         return source_embeds.gather(1, index[..., None].expand(-1, -1, source_embeds.shape[-1]))
 
-    def nat_pass(self, tokens, target_mask, encoder_states, source_ids, source_mask, output_attentions=False):
+    def nat_pass(self, tokens, target_mask, encoder_states, source_ids, source_mask, log=True):
         """One parallel decoder pass: the same decoder without the causal mask, the same output head."""
         embeds = self.nat_decoder_inputs(tokens, target_mask, source_ids, source_mask)
         decoded = self.model.decoder(inputs_embeds=embeds, encoder_hidden_states=encoder_states,
                                      encoder_padding_mask=source_mask, decoder_padding_mask=target_mask, causal=False,
-                                     use_cache=False, output_attentions=output_attentions)
-        return self.output_head(decoded.last_hidden_state, embeds, encoder_states, source_ids, source_mask), decoded
+                                     use_cache=False)
+        return self.output_head(decoded.last_hidden_state, embeds, encoder_states, source_ids, source_mask, log=log)
 
     def nat_training_tokens(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Conditional masked LM (Mask-Predict): hide a uniformly random number (1..length) of target tokens behind
@@ -839,8 +853,8 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
             length_logits = self.length_predictor(encoder_states, source_mask)
         if labels is not None and config.decoder_mode != "ar":
             tokens, predicted = self.nat_training_tokens(labels)
-            (nat_logits, nat_p_gen, nat_copy), _ = self.nat_pass(tokens, labels != -100, encoder_states, source_ids,
-                                                                 source_mask)
+            nat_logits, nat_p_gen, nat_copy = self.nat_pass(tokens, labels != -100, encoder_states, source_ids,
+                                                            source_mask)
             nat_labels = labels.masked_fill(~predicted, -100)
             losses["nat_loss"] = token_loss(nat_logits, nat_labels, self.copy_generator is not None,
                                             config.label_smoothing) / predicted.sum().clamp_min(1) * share
