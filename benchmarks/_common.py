@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import random
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -50,20 +51,77 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def time_interleaved(cases: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2) -> dict[str, list[float]]:
-    """Seconds per call of each case: `warmup` untimed rounds, then `repeats` timed rounds, each round running every
-    case once (order reversed every other round)."""
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds all processes spent busy since boot (Linux /proc/stat), None elsewhere."""
+    try:
+        with open("/proc/stat") as stat:
+            values = [int(v) for v in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Contention:
+    """Tracks how many cores *other* processes kept busy while we timed (machine-wide busy CPU time minus our own).
+    With 2 threads on 2 cores, one busy foreign process makes every parallel op wait for a descheduled thread, which
+    inflates op-heavy workloads (many small kernels) more than matmul-heavy ones: ratios then lean, not just shift."""
+
+    def __init__(self):
+        self.foreign_cpu = 0.0
+        self.wall = 0.0
+
+    def measure(self, fn: Callable[[], Any]) -> float:
+        busy, own, start = _busy_cpu_seconds(), _own_cpu_seconds(), time.perf_counter()
+        fn()
+        wall = time.perf_counter() - start
+        if busy is not None:
+            self.foreign_cpu += max(0.0, (_busy_cpu_seconds() - busy) - (_own_cpu_seconds() - own))
+            self.wall += wall
+        return wall
+
+    @property
+    def foreign_cores(self) -> float | None:
+        return self.foreign_cpu / self.wall if self.wall > 0 else None
+
+
+CONTENTION = Contention()  # over every timed sample of the run
+
+
+class Budget:
+    """Wall-clock budget of a run, shared out among its remaining timed sections, so that a shared (slow) machine
+    gets fewer rounds rather than a run of half an hour. Without seconds, no limit."""
+
+    def __init__(self, seconds: float | None):
+        self.end = time.perf_counter() + seconds if seconds else None
+
+    def section_deadline(self, remaining_sections: int) -> float | None:
+        if self.end is None:
+            return None
+        now = time.perf_counter()
+        return now + max(0.0, self.end - now) / max(1, remaining_sections)
+
+
+def time_interleaved(cases: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2,
+                     deadline: float | None = None, min_repeats: int = 3) -> dict[str, list[float]]:
+    """Seconds per call of each case: `warmup` untimed rounds, then up to `repeats` timed rounds, each round running
+    every case once (order reversed every other round). Past `deadline` (a perf_counter time) no new round starts
+    once `min_repeats` are done."""
     names = list(cases)
     for _ in range(warmup):
         for name in names:
             cases[name]()
     times: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(repeats):
+        if deadline is not None and round_index >= min_repeats and time.perf_counter() > deadline:
+            break
         for name in names if round_index % 2 == 0 else reversed(names):
             gc.collect()
-            start = time.perf_counter()
-            cases[name]()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(CONTENTION.measure(cases[name]))
     return times
 
 
@@ -107,14 +165,24 @@ def environment() -> dict[str, Any]:
 
 
 def load_note(env: dict[str, Any]) -> str:
-    """A warning line when other processes compete for the CPU (the ratios stay usable, absolute times do not)."""
+    """One line on how much other processes competed for the CPU while we timed; a warning when they did."""
     cores = env["cpu_count"] or 1
     start, end = env["load_average_at_start"][0], os.getloadavg()[0]
     env["load_average_at_end"] = os.getloadavg()
-    if max(start, end) > cores + 0.5:
-        return (f"note: 1-min load average {start:.1f} at start, {end:.1f} at end on {cores} cores: other processes "
-                "compete for the CPU; absolute times are inflated, ratios come from interleaved rounds.")
-    return f"1-min load average {start:.1f} at start, {end:.1f} at end on {cores} cores."
+    foreign = CONTENTION.foreign_cores
+    env["foreign_busy_cores_while_timing"] = foreign
+    line = f"1-min load average {start:.1f} at start, {end:.1f} at end on {cores} cores"
+    if foreign is None:
+        return line + "."
+    line += f"; other processes kept {foreign:.2f} cores busy on average while we timed"
+    if foreign > 0.25:
+        line += ". WARNING: the machine was shared; absolute times are inflated and the ratios, taken from interleaved " \
+                "rounds, are noisier"
+        if torch.get_num_threads() > 1:
+            line += (f". With {torch.get_num_threads()} threads a busy core also stalls every parallel op on its "
+                     "descheduled thread, which penalizes op-heavy cases (AR decoding steps, small batches) more than "
+                     "matmul-heavy ones. Re-run on a quiet machine, or compare with --threads 1")
+    return line + ("" if line.endswith(".") else ".")
 
 
 def write_results(name: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path]:

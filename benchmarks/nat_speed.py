@@ -29,6 +29,7 @@ are written to `benchmarks/results/nat_speed_profile.txt`.
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 import sys
 import time
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
@@ -136,8 +137,8 @@ def matmul_flops(func, signature) -> int:
     return 2 * batch * a[-2] * a[-1] * b[-1]
 
 
-def time_matmul(func, signature, repeats: int) -> float:
-    """Median seconds of one isolated call with fresh tensors of the recorded shapes and strides."""
+def matmul_arguments(signature) -> list:
+    """Fresh tensors with the recorded shapes and strides (and the recorded non-tensor arguments)."""
     args = []
     for item in signature:
         if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], tuple):
@@ -145,8 +146,13 @@ def time_matmul(func, signature, repeats: int) -> float:
             args.append(torch.empty_strided(shape, stride).normal_())
         else:
             args.append(item)
-    inner = max(1, int(2e8 // max(matmul_flops(func, signature), 1)))  # ~0.2 GFLOP per timing sample
-    inner = min(inner, 200)
+    return args
+
+
+def time_matmul(func, signature, repeats: int) -> float:
+    """Median seconds of one isolated call with fresh tensors of the recorded shapes and strides."""
+    args = matmul_arguments(signature)
+    inner = min(200, max(1, int(2e8 // max(matmul_flops(func, signature), 1))))  # ~0.2 GFLOP per timing sample
     for _ in range(3):
         func(*args)
     samples = []
@@ -159,32 +165,57 @@ def time_matmul(func, signature, repeats: int) -> float:
 
 
 def reference_rate(m: int, k: int, n: int, repeats: int) -> float:
-    a, b = torch.randn(m, k), torch.randn(k, n)
     seconds = time_matmul(torch.ops.aten.mm.default, (((m, k), (k, 1)), ((k, n), (n, 1))), repeats)
     return 2 * m * n * k / seconds / 1e9
 
 
-def arithmetic_floor(call, repeats: int) -> dict:
-    with FlopCounterMode(display=False) as counter:
+def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# FlopCounterMode has no formula for the CPU flash-attention kernel that SDPA dispatches to here; without this the
+# attention matmuls (about 2 % of the FLOPs at these sizes) would count as zero.
+CUSTOM_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops}
+
+
+def arithmetic_floor(call, repeats: int, deadline: float | None = None) -> dict:
+    """FLOPs of one call, and the time this CPU needs for them at its matmul rate on the call's own matmul shapes.
+
+    The rate comes from a *replay*: every matmul the call executed, run again in isolation on fresh tensors of the
+    same shapes and strides (no other op in between). The replay is timed interleaved with the call itself, so the
+    ratio measured/floor compares two numbers taken under the same machine load."""
+    with FlopCounterMode(display=False, custom_mapping=CUSTOM_FLOPS) as counter:
         call()
     flops = counter.get_total_flops()
     by_op = {str(op): count for op, count in counter.get_flop_counts()["Global"].items()}
     recorder = MatmulRecorder()
     with recorder:
         call()
-    matmul_time = matmul_flops_total = 0.0
+    replay_list = [(func, matmul_arguments(signature), count) for (func, signature), count in recorder.calls.items()]
+    matmul_flops_total = sum(matmul_flops(func, signature) * count
+                             for (func, signature), count in recorder.calls.items())
+
+    def replay():
+        for func, args, count in replay_list:
+            for _ in range(count):
+                func(*args)
+
+    times = common.time_interleaved({"call": call, "matmul replay": replay}, repeats=repeats, warmup=1,
+                                    deadline=deadline)
+    replay_seconds, measured = statistics.median(times["matmul replay"]), statistics.median(times["call"])
+    rate = matmul_flops_total / replay_seconds
     shapes = []
     for (func, signature), count in recorder.calls.items():
-        seconds = time_matmul(func, signature, repeats)
+        seconds = time_matmul(func, signature, 3)
         f = matmul_flops(func, signature)
-        matmul_time += count * seconds
-        matmul_flops_total += count * f
         shapes.append({"op": str(func), "shapes": [s[0] if isinstance(s, tuple) else s for s in signature],
                        "count": count, "gflop_each": f / 1e9, "ms_each": seconds * 1e3,
                        "gflops_per_s": f / seconds / 1e9})
-    rate = matmul_flops_total / matmul_time
     return {"flops": flops, "flops_by_op": by_op, "matmul_flops": matmul_flops_total,
-            "matmul_seconds_isolated": matmul_time, "rate_gflops": rate / 1e9, "floor_seconds": flops / rate,
+            "matmul_replay_seconds": replay_seconds, "rate_gflops": rate / 1e9, "floor_seconds": flops / rate,
+            "measured_seconds": measured, "measured_over_floor": measured / (flops / rate),
+            "paired_measured_over_replay": common.paired_ratio(times["call"], times["matmul replay"])
+            * matmul_flops_total / flops,
             "shapes": sorted(shapes, key=lambda s: -s["count"] * s["ms_each"])}
 
 
@@ -193,8 +224,9 @@ def arithmetic_floor(call, repeats: int) -> dict:
 
 @torch.no_grad()
 def stage_breakdown(model, source, mask, repeats: int) -> dict:
-    """Median seconds of the stages of one NAT pass, replayed from the model's public pieces (as
-    `non_autoregressive_generate` calls them)."""
+    """Median seconds of the stages of one NAT pass, replayed from the model's public pieces as
+    `non_autoregressive_generate` calls them (the argmax on probabilities via `most_likely_tokens` where the model
+    has it, else `log_probs(...).max`)."""
     config = model.config
     encoder = model.model.encoder(input_ids=source, attention_mask=mask)
     states, source_mask = encoder.last_hidden_state, mask.bool()
@@ -204,7 +236,9 @@ def stage_breakdown(model, source, mask, repeats: int) -> dict:
     decoded = model.model.decoder(inputs_embeds=embeds, encoder_hidden_states=states, encoder_padding_mask=source_mask,
                                   decoder_padding_mask=target_mask, causal=False, use_cache=False).last_hidden_state
     vocab_logits = model.lm_head(decoded)
-    logits = model.output_head(decoded, embeds, states, source, source_mask)[0]
+    on_probabilities = hasattr(model, "most_likely_tokens") and "log" in inspect.signature(model.output_head).parameters
+    head_kwargs = {"log": False} if on_probabilities else {}
+    head_output = model.output_head(decoded, embeds, states, source, source_mask, **head_kwargs)[0]
     stages = {
         "encoder": lambda: model.model.encoder(input_ids=source, attention_mask=mask),
         "length predictor": lambda: model.length_predictor(states, source_mask).float().log_softmax(-1).topk(1),
@@ -215,8 +249,11 @@ def stage_breakdown(model, source, mask, repeats: int) -> dict:
     }
     if model.copy_generator is not None:
         stages["copy mixture (CopyGenerator)"] = lambda: model.copy_generator(
-            vocab_logits, decoded, embeds, states, source, source_mask)
-    stages["log_probs + max over vocab"] = lambda: model.log_probs(logits).max(dim=-1)
+            vocab_logits, decoded, embeds, states, source, source_mask, **head_kwargs)
+    if on_probabilities:
+        stages["most_likely_tokens"] = lambda: model.most_likely_tokens(head_output)
+    else:
+        stages["log_probs + max over vocab"] = lambda: model.log_probs(head_output).max(dim=-1)
     stages["_cut_after_eos"] = lambda: _cut_after_eos(tokens, target_mask, config)
     stages["whole NAT generate()"] = lambda: model.generate(source, attention_mask=mask, non_autoregressive=True)
     times = common.time_interleaved(stages, repeats=repeats, warmup=1)
@@ -240,14 +277,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="few repeats: a smoke run, not a measurement")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per case (default 12, quick 2)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds of timing in all (default 270, quick 60): on a busy machine fewer rounds are "
+                             "run (at least 3 per case) instead of a longer run")
     parser.add_argument("--no-copy-off", action="store_true", help="skip the model without the copy head")
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
                         help="profile the NAT path when an aim is missed (auto), always or never")
     args = parser.parse_args(argv)
     repeats = args.repeats or (2 if args.quick else 12)
     warmup = 1 if args.quick else 2
+    budget = common.Budget(args.budget or (60 if args.quick else 270))
 
     common.setup(seed=0, threads=args.threads)
+    # results/<name>.json for the standard run; quick runs and other thread counts get their own files
+    run_name = NAME + ("_quick" if args.quick else "") + (f"_threads{args.threads}" if args.threads != 2 else "")
     env = common.environment()
     variants = {"copy on": build_model(True)}
     if not args.no_copy_off:
@@ -256,33 +299,32 @@ def main(argv: list[str] | None = None) -> dict:
     print("parameters: " + ", ".join(f"{name} {count:,}" for name, count in params.items()))
 
     results: dict = {}
-    for variant, model in variants.items():
-        for batch in BATCHES:
-            source = common.random_ids(batch, SOURCE_LEN, seed=11)
-            mask = torch.ones_like(source)
-            check_lengths(model, source, mask)
-            calls = decode_calls(model, source, mask)
-            print(f"timing {variant}, batch {batch} ({repeats} rounds)...", flush=True)
-            times = common.time_interleaved(calls, repeats=repeats, warmup=warmup)
-            at = statistics.median(times["at"])
-            results[(variant, batch)] = {
-                case: {"seconds": common.summarize(t), "speedup_vs_at": at / statistics.median(t),
-                       "paired_speedup_vs_at": common.paired_ratio(times["at"], t)}
-                for case, t in times.items()
-            }
+    sections = [(variant, batch) for variant in variants for batch in BATCHES]
+    for section_index, (variant, batch) in enumerate(sections):
+        model = variants[variant]
+        source = common.random_ids(batch, SOURCE_LEN, seed=11)
+        mask = torch.ones_like(source)
+        check_lengths(model, source, mask)
+        calls = decode_calls(model, source, mask)
+        print(f"timing {variant}, batch {batch} (up to {repeats} rounds)...", flush=True)
+        times = common.time_interleaved(calls, repeats=repeats, warmup=warmup,
+                                        deadline=budget.section_deadline(len(sections) + 1 - section_index))
+        at = statistics.median(times["at"])
+        results[(variant, batch)] = {
+            case: {"seconds": common.summarize(t), "speedup_vs_at": at / statistics.median(t),
+                   "paired_speedup_vs_at": common.paired_ratio(times["at"], t)}
+            for case, t in times.items()
+        }
 
     print("measuring the arithmetic floor (FLOPs of one NAT call at batch 32, matmul rate of this CPU)...", flush=True)
-    floor_repeats = 3 if args.quick else 7
+    floor_repeats = 3 if args.quick else 10
     source32 = common.random_ids(32, SOURCE_LEN, seed=11)
     mask32 = torch.ones_like(source32)
-    floors = {variant: arithmetic_floor(decode_calls(model, source32, mask32)["nat1"], floor_repeats)
-              for variant, model in variants.items()}
+    floors = {variant: arithmetic_floor(decode_calls(model, source32, mask32)["nat1"], floor_repeats,
+                                        deadline=budget.section_deadline(len(variants) - index))
+              for index, (variant, model) in enumerate(variants.items())}
     references = {f"[{m},{k}]x[{k},{n}]": reference_rate(m, k, n, floor_repeats)
                   for m, k, n in ((32 * TARGET_LEN, 256, 1024), (1024, 256, 8000))}
-    for variant, floor in floors.items():
-        measured = results[(variant, 32)]["nat1"]["seconds"]["median"]
-        floor["measured_seconds"] = measured
-        floor["measured_over_floor"] = measured / floor["floor_seconds"]
 
     # --- report --------------------------------------------------------------------------------------------------
     note = common.load_note(env)
@@ -311,9 +353,11 @@ def main(argv: list[str] | None = None) -> dict:
                            f"<= {AIM_FLOOR_RATIO}x" if status else "", status])
     floor_table = common.markdown_table(
         ["model", "GFLOP (FlopCounterMode)", "GFLOP in matmuls", "matmul rate GFLOP/s (its own shapes)",
-         "floor", "measured NAT pass", "measured/floor", "aim", "status"], floor_rows)
+         "floor", "NAT pass (timed with the replay)", "measured/floor", "aim", "status"], floor_rows)
     reference_line = "reference matmul rates: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in references.items())
-    header = (f"# copynat NAT vs AT decoding ({'quick smoke run' if args.quick else 'full run'}, {repeats} rounds, "
+    rounds = [r["seconds"]["n"] for cases in results.values() for r in cases.values()]
+    header = (f"# copynat NAT vs AT decoding ({'quick smoke run' if args.quick else 'full run'}, "
+              f"{min(rounds)}-{max(rounds)} interleaved rounds per case, "
               f"median, {torch.get_num_threads()} threads)\n\n"
               "decoder_mode='hybrid', source length 32, exactly 32 target tokens (length predictor forced to 32). "
               "Aims apply to the model with the copy head (the default).\n\n" + note + "\n")
@@ -332,32 +376,41 @@ def main(argv: list[str] | None = None) -> dict:
     missed = [name for name, (_, _, status) in aims.items() if status != "met"]
     if args.profile == "always" or (args.profile == "auto" and missed and not args.quick):
         model = variants["copy on"]
-        print("profiling the NAT path at batch 32...", flush=True)
-        call = decode_calls(model, source32, mask32)["nat1"]
-        stages = stage_breakdown(model, source32, mask32, repeats=5)
-        syncs = sync_count(call)
-        stage_table = common.markdown_table(["stage (batch 32, copy on)", "median"],
-                                            [[name, common.fmt_ms(s)] for name, s in stages.items()])
+        sections = [f"aims missed: {', '.join(missed) or 'none'}"]
+        payload["stage_breakdown_seconds"] = {}
+        for batch in BATCHES:
+            print(f"profiling the NAT path at batch {batch}...", flush=True)
+            source = common.random_ids(batch, SOURCE_LEN, seed=11)
+            mask = torch.ones_like(source)
+            stages = stage_breakdown(model, source, mask, repeats=5 if batch > 1 else 15)
+            payload["stage_breakdown_seconds"][f"batch {batch}"] = stages
+            stage_table = common.markdown_table([f"stage (batch {batch}, copy on)", "median"],
+                                                [[name, common.fmt_ms(s)] for name, s in stages.items()])
+            print(stage_table)
+            calls = decode_calls(model, source, mask)
+            steps = 3 if batch > 1 else 10
+            sections += [
+                f"## stage breakdown, batch {batch}\n\n{stage_table}",
+                f"## torch.profiler, NAT one pass, batch {batch} ({steps} calls), sorted by self CPU time\n\n"
+                + common.profile_table(calls["nat1"], steps=steps, row_limit=25),
+                f"## torch.profiler, AT greedy, batch {batch} (1 call), sorted by self CPU time\n\n"
+                + common.profile_table(calls["at"], steps=1, row_limit=15),
+            ]
+        syncs = sync_count(decode_calls(model, source32, mask32)["nat1"])
+        payload["host_syncs_per_nat_call"] = syncs
         shape_table = common.markdown_table(
             ["matmul", "shapes", "count", "ms each (isolated)", "GFLOP/s"],
             [[s["op"], s["shapes"], s["count"], f"{s['ms_each']:.3f}", f"{s['gflops_per_s']:.1f}"]
              for s in floors["copy on"]["shapes"][:12]])
-        profile = common.profile_table(call, steps=3, row_limit=25)
-        at_profile = common.profile_table(decode_calls(model, source32, mask32)["at"], steps=1, row_limit=15)
-        text = (f"aims missed: {', '.join(missed) or 'none'}\n\n## stage breakdown\n\n{stage_table}\n\n"
-                f"host syncs (aten::_local_scalar_dense) in one NAT generate call: {syncs}\n\n"
-                f"## matmuls of one NAT call (batch 32), by total isolated time\n\n{shape_table}\n\n"
-                f"## torch.profiler, NAT one pass, batch 32 (3 calls), sorted by self CPU time\n\n{profile}\n\n"
-                f"## torch.profiler, AT greedy, batch 32 (1 call)\n\n{at_profile}\n")
-        path = common.RESULTS_DIR / f"{NAME}_profile.txt"
+        sections.insert(1, f"host syncs (aten::_local_scalar_dense) in one NAT generate call: {syncs}\n\n"
+                           f"## matmuls of one NAT call (batch 32), by total isolated time\n\n{shape_table}")
+        path = common.RESULTS_DIR / f"{run_name}_profile.txt"
         common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        payload["stage_breakdown_seconds"] = stages
-        payload["host_syncs_per_nat_call"] = syncs
+        path.write_text("\n\n".join(sections) + "\n")
         payload["profile"] = str(path.relative_to(common.RESULTS_DIR.parent.parent))
-        print(f"\n{stage_table}\n\nhost syncs per NAT call: {syncs}\nprofile tables: {path}")
+        print(f"host syncs per NAT call: {syncs}\nprofile tables: {path}")
 
-    json_path, _ = common.write_results(NAME if not args.quick else f"{NAME}_quick", payload, markdown)
+    json_path, _ = common.write_results(run_name, payload, markdown)
     print(f"\nresults: {json_path}")
     return payload
 

@@ -87,13 +87,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="few repeats: a smoke run, not a measurement")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per case (default 15, quick 3)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds of timing in all (default 300, quick 60): on a busy machine fewer rounds are "
+                             "run (at least 3 per case) instead of a longer run")
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
                         help="profile copynat and Bart when an aim is missed (auto), always or never")
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 15)
     warmup = 1 if args.quick else 3
+    budget = common.Budget(args.budget or (60 if args.quick else 300))
 
     common.setup(seed=0, threads=args.threads)
+    # results/<name>.json for the standard run; quick runs and other thread counts get their own files
+    run_name = NAME + ("_quick" if args.quick else "") + (f"_threads{args.threads}" if args.threads != 2 else "")
     env = common.environment()
     models = build_models()
     params = {name: common.count_parameters(model) for name, model in models.items()}
@@ -108,8 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         steps[name] = training_step(model, optimizer, source, mask, labels)
-    print(f"timing training steps ({repeats} rounds)...", flush=True)
-    train_times = common.time_interleaved(steps, repeats=repeats, warmup=warmup)
+    print(f"timing training steps (up to {repeats} rounds)...", flush=True)
+    train_times = common.time_interleaved(steps, repeats=repeats, warmup=warmup,
+                                          deadline=budget.section_deadline(1 + len(GENERATE_CASES)))
     tokens = BATCH * TARGET_LEN
     train = {name: {"seconds": common.summarize(t), "tokens_per_s": tokens / common.summarize(t)["median"]}
              for name, t in train_times.items()}
@@ -121,17 +128,18 @@ def main(argv: list[str] | None = None) -> dict:
     for model in models.values():
         model.eval()
     generate = []
-    for label, batch, beams in GENERATE_CASES:
+    for case_index, (label, batch, beams) in enumerate(GENERATE_CASES):
         source = common.random_ids(batch, SOURCE_LEN, seed=3)
         mask = torch.ones_like(source)
         calls = {name: generate_call(model, source, mask, beams) for name, model in models.items()}
         for name, call in calls.items():
             out = call()
             assert out.shape == (batch, 1 + NEW_TOKENS), f"{name} {label} batch {batch}: got {tuple(out.shape)}"
-        print(f"timing generate {label} batch {batch} ({repeats} rounds)...", flush=True)
-        times = common.time_interleaved(calls, repeats=repeats, warmup=warmup)
+        print(f"timing generate {label} batch {batch} (up to {repeats} rounds)...", flush=True)
+        times = common.time_interleaved(calls, repeats=repeats, warmup=warmup,
+                                        deadline=budget.section_deadline(len(GENERATE_CASES) - case_index))
         generate.append({
-            "decoding": label, "batch": batch, "num_beams": beams,
+            "decoding": label, "batch": batch, "num_beams": beams, "rounds": len(times["bart"]),
             "seconds": {name: common.summarize(t) for name, t in times.items()},
             "bart_over_copynat": common.summarize(times["bart"])["median"] / common.summarize(times["copynat"])["median"],
             "bart_over_copynat_copy": common.summarize(times["bart"])["median"]
@@ -161,8 +169,9 @@ def main(argv: list[str] | None = None) -> dict:
         ])
     headers = ["metric", "copynat", "copynat+copy", "Bart", "ratio", "aim", "status"]
     table = common.markdown_table(headers, rows)
-    header = (f"# copynat vs Bart speed ({'quick smoke run' if args.quick else 'full run'}, {repeats} rounds, "
-              f"median, {torch.get_num_threads()} threads)\n\n"
+    rounds = [len(train_times["bart"])] + [case["rounds"] for case in generate]
+    header = (f"# copynat vs Bart speed ({'quick smoke run' if args.quick else 'full run'}, "
+              f"{min(rounds)}-{max(rounds)} interleaved rounds per case, median, {torch.get_num_threads()} threads)\n\n"
               "Bart: same dimensions, activation_function='relu' (copynat's default) for a fair comparison, "
               "forced_eos_token_id=None. Ratios in the 'ratio' column are for copynat without the copy head; "
               "the copy model's ratio is in parentheses. Aims apply to copynat (plain) except the copy-cost row.\n\n"
@@ -174,7 +183,8 @@ def main(argv: list[str] | None = None) -> dict:
     payload = {
         "benchmark": NAME, "quick": args.quick, "repeats": repeats, "warmup": warmup, "environment": env,
         "load_note": note, "parameters": params,
-        "training": {"batch": BATCH, "source_length": SOURCE_LEN, "target_length": TARGET_LEN, **train,
+        "training": {"batch": BATCH, "source_length": SOURCE_LEN, "target_length": TARGET_LEN,
+                     "rounds": len(train_times["bart"]), **train,
                      "copynat_over_bart": train_vs_bart, "copy_over_plain": copy_cost,
                      "copy_over_bart": copy_vs_bart,
                      "paired_copynat_over_bart": common.paired_ratio(train_times["bart"], train_times["copynat"]),
@@ -199,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict:
             for name, model in models.items():
                 model.train()
                 print(f"profiling a training step of {name}...", flush=True)
-                sections.append(f"## training step, {name} (3 steps)\n" + common.profile_table(steps[name]))
+                sections.append(f"## training step, {name} (3 steps)\n" + common.profile_table(steps[name], steps=2))
         if profile_generate:
             source = common.random_ids(8, SOURCE_LEN, seed=3)
             mask = torch.ones_like(source)
@@ -208,13 +218,13 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"profiling greedy generate batch 8 of {name}...", flush=True)
                 sections.append(f"## generate greedy batch 8, {name} (3 calls)\n"
                                 + common.profile_table(generate_call(model, source, mask, 1)))
-        path = common.RESULTS_DIR / f"{NAME}_profile.txt"
+        path = common.RESULTS_DIR / f"{run_name}_profile.txt"
         common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         path.write_text("\n\n".join(sections) + "\n")
         payload["profile"] = str(path.relative_to(common.RESULTS_DIR.parent.parent))
         print(f"profile tables: {path}")
 
-    json_path, _ = common.write_results(NAME if not args.quick else f"{NAME}_quick", payload, markdown)
+    json_path, _ = common.write_results(run_name, payload, markdown)
     print(f"\nresults: {json_path}")
     return payload
 

@@ -1,0 +1,305 @@
+"""The Accelerate training loop: schedules, scheduled sampling, an end-to-end run, exact resume after SIGKILL, crash
+during a save, and a 2-process torchrun run (offline, CPU, tiny models and data)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from copynat import CopyNatForConditionalGeneration
+from copynat.training import loop
+from copynat.training.cli import train_main
+
+SCHEDULES = ("linear", "exponential", "inverse_sigmoid")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """The echo task, small: 300 / 40 / 40 examples as jsonl files."""
+    from copynat.data import make_echo_dataset
+
+    folder = tmp_path_factory.mktemp("echo")
+    for split, ds in make_echo_dataset(num_train=300, num_validation=40, num_test=40).items():
+        with open(folder / f"{split}.jsonl", "w") as handle:
+            for row in ds:
+                handle.write(json.dumps({"source": row["source"], "target": row["target"]}) + "\n")
+    return folder
+
+
+def tiny_args(data_dir: Path, output_dir: Path, *extra: str, steps: int = 30) -> list[str]:
+    return [
+        "--train_file", str(data_dir / "train.jsonl"), "--validation_file", str(data_dir / "validation.jsonl"),
+        "--test_file", str(data_dir / "test.jsonl"), "--output_dir", str(output_dir), "--vocab_size", "300",
+        "--d_model", "32", "--ffn_dim", "64", "--heads", "2", "--max_tokens", "800", "--max_steps", str(steps),
+        "--learning_rate", "3e-3", "--warmup_steps", "5", "--eval_steps", "10", "--logging_steps", "5",
+        "--num_threads", "1", "--progress_bar", "false", "--report_to", "none", "--plot", "false",
+        "--max_source_length", "48", "--max_target_length", "48", "--eval_batch_size", "40", *extra,
+    ]
+
+
+# --------------------------------------------------------------------------------------------- schedules
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_teacher_forcing_schedules_are_monotone_and_bounded(schedule):
+    k = loop.default_schedule_k(schedule, total_steps=1000, min_prob=0.25)
+    probs = [loop.teacher_forcing_prob(step, schedule, k, min_prob=0.25) for step in range(0, 2001, 10)]
+    assert probs[0] > 0.95
+    assert all(0.25 <= p <= 1.0 for p in probs)
+    assert all(a >= b for a, b in zip(probs, probs[1:]))
+    assert probs[-1] == pytest.approx(0.25, abs=0.02)  # reaches the floor by the end of training
+    # the default k puts the schedule's decay around the middle of training
+    assert loop.teacher_forcing_prob(500, schedule, k, 0.25) < 0.75
+
+
+def test_schedule_formulas_and_none():
+    assert loop.teacher_forcing_prob(10_000, "none") == 1.0
+    assert loop.teacher_forcing_prob(50, "linear", 100) == pytest.approx(0.5)
+    assert loop.teacher_forcing_prob(10, "exponential", 0.9) == pytest.approx(0.9**10)
+    assert loop.teacher_forcing_prob(100, "inverse_sigmoid", 20) == pytest.approx(20 / (20 + math.exp(5)))
+    with pytest.raises(ValueError, match="unknown"):
+        loop.teacher_forcing_prob(1, "cubic", 1.0)
+
+
+def test_learning_rate_schedules():
+    warm = loop.inverse_sqrt_lambda(100)
+    assert warm(0) == pytest.approx(0.01) and warm(99) == pytest.approx(1.0)
+    assert warm(399) == pytest.approx(0.5)  # sqrt(100 / 400)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    for name, last in (("linear", 0.0), ("cosine", 0.0), ("constant", 1.0)):
+        scheduler = loop.build_scheduler(optimizer, name, warmup_steps=10, total_steps=100)
+        values = [scheduler.lr_lambdas[0](s) for s in range(100)]
+        assert max(values) == pytest.approx(1.0) and values[-1] == pytest.approx(last, abs=1e-6)
+
+
+def test_mix_decoder_inputs_replaces_at_the_expected_rate():
+    generator = torch.Generator().manual_seed(0)
+    gold = torch.randint(5, 50, (64, 40), generator=generator)
+    model_tokens = gold + 1  # always different from gold
+    candidates = torch.ones_like(gold, dtype=torch.bool)
+    candidates[:, 0] = False
+    candidates[:, 30:] = False  # padding
+    for prob in (1.0, 0.75, 0.3, 0.0):
+        mixed, replaced = loop.mix_decoder_inputs(gold, model_tokens, candidates, prob, generator)
+        rate = float((mixed != gold)[candidates].float().mean())
+        assert rate == pytest.approx(1 - prob, abs=0.03)
+        assert not (mixed != gold)[~candidates].any()
+        assert torch.equal(mixed != gold, replaced)
+
+
+def test_scheduled_sampling_inputs_follow_the_model():
+    """Decoder inputs differ from the gold ones only where a position was replaced, at about (1 - p) x the rate
+    at which the model's predictions differ from the gold tokens."""
+    torch.manual_seed(0)
+    model = CopyNatForConditionalGeneration(tiny_config(dropout=0.0)).eval()
+    labels = torch.randint(5, 64, (32, 12))
+    labels[:8, 9:] = -100
+    input_ids = torch.randint(5, 64, (32, 10))
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+    gold = model.prepare_decoder_input_ids_from_labels(labels)
+    with torch.no_grad():
+        predictions = model(**{k: v for k, v in batch.items() if k != "labels"}, decoder_input_ids=gold).logits.argmax(-1)
+    model_tokens = torch.cat((gold[:, :1], predictions[:, :-1]), 1)
+    candidates = torch.zeros_like(labels, dtype=torch.bool)
+    candidates[:, 1:] = labels[:, :-1] != -100
+    mismatch = float((model_tokens != gold)[candidates].float().mean())
+    assert mismatch > 0.5  # untrained model: mostly wrong
+    mixed, replaced = loop.scheduled_sampling_decoder_inputs(model, batch, 0.4, torch.Generator().manual_seed(1))
+    assert mixed[:, 0].eq(model.config.decoder_start_token_id).all()
+    assert not replaced[~candidates].any() and torch.equal(mixed[~candidates], gold[~candidates])
+    assert torch.equal(mixed[replaced], model_tokens[replaced]) and torch.equal(mixed[~replaced], gold[~replaced])
+    differ = float((mixed != gold)[candidates].float().mean())
+    assert differ == pytest.approx(0.6 * mismatch, abs=0.06)
+    unchanged, none = loop.scheduled_sampling_decoder_inputs(model, batch, 1.0)
+    assert torch.equal(unchanged, gold) and not none.any()
+
+
+# --------------------------------------------------------------------------------------------- end to end
+
+
+def test_end_to_end_run_saves_a_loadable_model(data_dir, tmp_path):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    out = tmp_path / "run"
+    code = train_main(tiny_args(data_dir, out, "--decoder_mode", "hybrid", "--eval_decoding", "greedy,nat2",
+                                "--scheduled_sampling", "linear", "--plot", "true", steps=30))
+    assert code == 0
+    for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+                 "tokenizer_config.json", "metrics.jsonl", "results.json", "training_curves.png", "README.md"):
+        assert (out / name).is_file(), name
+    results = json.loads((out / "results.json").read_text())
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")  # written by the run, with the run's own scores
+    found = {(r.dataset_split, r.metric_config, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert found == {(split, decoding, metric): results["metrics"][split][decoding][metric]
+                     for split in ("validation", "test") for decoding in ("greedy", "nat2")
+                     for metric in ("bleu", "chrf", "exact_match")}
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_events = [e for e in events if e["event"] == "train"]
+    assert [e["step"] for e in train_events] == [5, 10, 15, 20, 25, 30]
+    assert train_events[-1]["loss"] < train_events[0]["loss"]
+    assert all(0.0 <= e["teacher_forcing_prob"] <= 1.0 and "replaced_fraction" in e for e in train_events)
+    assert [e["step"] for e in events if e["event"] == "eval"] == [10, 20, 30]
+    # the final model is the best checkpoint by validation BLEU
+    best = results["selection"]["best_step"]
+    evals = {e["step"]: e["greedy/bleu"] for e in events if e["event"] == "eval"}
+    assert evals[best] == max(evals.values())
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(out)
+    reference = CopyNatForConditionalGeneration(loaded.config)
+    loop.load_model_weights(reference, out / "checkpoints" / f"step-{best:08d}")
+    for (name, a), (_, b) in zip(loaded.state_dict().items(), reference.state_dict().items()):
+        assert torch.equal(a, b), name
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    batch = tokenizer(["I am Kuroro."], return_tensors="pt")
+    generated = loaded.generate(**batch, max_new_tokens=12)
+    assert generated.shape[0] == 1 and isinstance(tokenizer.decode(generated[0], skip_special_tokens=True), str)
+    nat = loaded.generate(**batch, non_autoregressive=True, nat_iterations=2)
+    assert nat[0, 0] == loaded.config.decoder_start_token_id
+
+
+def test_time_budget_stops_evaluates_and_saves(data_dir, tmp_path, capsys):
+    out = tmp_path / "budget"
+    assert train_main(tiny_args(data_dir, out, "--max_train_minutes", "0.0001", steps=10_000)) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["training"]["stop_reason"] == "time_budget"
+    assert results["training"]["steps"] < 10  # stopped at the first step boundary past 6 ms
+    assert results["selection"]["best_step"] == results["training"]["steps"]  # evaluated before stopping
+    assert (out / "model.safetensors").is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(tiny_args(data_dir, tmp_path / "bad", "--max_train_minutes", "0"))
+    assert exit_info.value.code == 2 and "--max_train_minutes must be > 0" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------- fault tolerance
+
+
+def _checkpoint_weights(output_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(output_dir / "checkpoints" / f"step-{step:08d}" / "model.safetensors"))
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(data_dir, tmp_path):
+    steps = 40
+    common = ("--save_steps", "5", "--keep_checkpoints", "3", "--dropout", "0.1")
+    reference = tmp_path / "uninterrupted"
+    assert train_main(tiny_args(data_dir, reference, *common, steps=steps)) == 0
+
+    crashed = tmp_path / "crashed"
+    argv = tiny_args(data_dir, crashed, *common, steps=steps)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "copynat.training.cli", *argv], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    latest = crashed / "checkpoints" / "latest"
+    deadline = time.time() + 120
+    while not latest.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    _, stderr = process.communicate()
+    assert process.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
+    killed_at = loop.find_checkpoint(crashed)
+    assert killed_at is not None and loop._checkpoint_step(killed_at) < steps
+    assert not (crashed / "results.json").exists()
+
+    assert train_main([*argv, "--resume"]) == 0
+    results = json.loads((crashed / "results.json").read_text())
+    assert results["training"]["resumed_from"] is not None and results["training"]["steps"] == steps
+    expected, actual = _checkpoint_weights(reference, steps), _checkpoint_weights(crashed, steps)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-6, msg=name)
+    reference_results = json.loads((reference / "results.json").read_text())
+    assert results["selection"] == {**reference_results["selection"],
+                                    "checkpoint": results["selection"]["checkpoint"]}
+    assert results["metrics"]["test"]["greedy"]["bleu"] == pytest.approx(
+        reference_results["metrics"]["test"]["greedy"]["bleu"], abs=1e-6)
+    # metrics.jsonl holds each step once: the killed run's events after its checkpoint were dropped
+    train_steps = [json.loads(line)["step"] for line in (crashed / "metrics.jsonl").read_text().splitlines()
+                   if json.loads(line)["event"] == "train"]
+    assert train_steps == sorted(set(train_steps))
+
+
+def test_a_crash_during_a_save_leaves_latest_at_the_previous_checkpoint(data_dir, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    real_write = loop._write_trainer_state
+    calls = []
+
+    def failing_write(folder, state, extra):
+        calls.append(state.step)
+        if len(calls) == 2:
+            (folder / "partial").write_text("half a checkpoint")
+            raise OSError("disk full (simulated)")
+        real_write(folder, state, extra)
+
+    monkeypatch.setattr(loop, "_write_trainer_state", failing_write)
+    with pytest.raises(OSError, match="simulated"):
+        train_main(tiny_args(data_dir, out, "--save_steps", "10", "--eval_steps", "100", steps=30))
+    root = out / "checkpoints"
+    assert (root / "latest").read_text().strip() == "step-00000010"
+    assert (root / ".tmp-step-00000020").is_dir() and not (root / "step-00000020").exists()
+    assert loop.find_checkpoint(out) == root / "step-00000010"
+
+    # a pointer left dangling by hand is not trusted either: the newest complete checkpoint is used
+    (root / "latest").write_text("step-00000020\n")
+    assert loop.find_checkpoint(out) == root / "step-00000010"
+
+    monkeypatch.setattr(loop, "_write_trainer_state", real_write)
+    assert train_main([*tiny_args(data_dir, out, "--save_steps", "10", "--eval_steps", "100", steps=30),
+                       "--resume"]) == 0
+    assert not (root / ".tmp-step-00000020").exists()
+    assert (root / "latest").read_text().strip() == "step-00000030"
+    assert json.loads((out / "results.json").read_text())["training"]["resumed_from"].endswith("step-00000010")
+
+
+def test_an_existing_run_is_not_overwritten_without_resume(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(tiny_args(data_dir, out))
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--resume" in message and "--overwrite_output_dir" in message
+
+
+# --------------------------------------------------------------------------------------------- two processes
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_two_process_torchrun_run_shards_the_data_and_saves_once(data_dir, tmp_path):
+    out = tmp_path / "ddp"
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    argv = tiny_args(data_dir, out, "--num_epochs", "1", "--log_example_ids", "--eval_steps", "4", "--save_steps", "4")
+    argv = [a for i, a in enumerate(argv) if not (a == "--max_steps" or (i and argv[i - 1] == "--max_steps"))]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    completed = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "copynat.training.cli",
+                                *argv], env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["training"]["num_processes"] == 2
+    ranks = [[int(x) for x in (out / "example_ids" / f"rank-{r}.txt").read_text().split()] for r in (0, 1)]
+    assert ranks[0] and ranks[1]
+    assert set(ranks[0]) | set(ranks[1]) == set(range(300))  # one epoch covers the data ...
+    overlap = set(ranks[0]) & set(ranks[1])
+    assert len(overlap) <= 60  # ... split between the ranks (only the padding batch may repeat)
+    assert len(ranks[0]) + len(ranks[1]) <= 300 + 60
+    # metrics and the model are written once, by the main process
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [e["step"] for e in events if e["event"] == "train"]
+    assert train_steps == sorted(set(train_steps)) and train_steps[-1] == results["training"]["steps"]
+    assert results["metrics"]["test"]["greedy"]["num_examples"] == 40
+    assert (out / "model.safetensors").is_file()
+    assert completed.stdout.count("model, tokenizer and results.json saved") == 1
