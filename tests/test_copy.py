@@ -21,6 +21,26 @@ def test_mixture_is_a_distribution_at_every_position():
     assert out.copy_attention.shape == (2, 4, 7)
 
 
+def test_loss_equals_the_cross_entropy_of_the_returned_mixture():
+    """The loss gathers log p_mix at the labels (a cheaper backward pass); it must equal the cross-entropy of the full
+    mixture the model returns, with and without label smoothing, in value and in gradient."""
+    import torch.nn.functional as F
+
+    input_ids, attention_mask, labels = source_and_labels()
+    valid = labels != -100
+    for smoothing in (0.0, 0.1):
+        torch.manual_seed(0)
+        model = CopyNatForConditionalGeneration(tiny_config(label_smoothing=smoothing, dropout=0.0))
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        log_p = out.logits.reshape(-1, VOCAB)
+        nll = F.nll_loss(log_p, labels.reshape(-1), ignore_index=-100, reduction="sum")
+        reference = ((1 - smoothing) * nll - smoothing * log_p.mean(-1)[valid.reshape(-1)].sum()) / valid.sum()
+        torch.testing.assert_close(out.loss, reference, atol=1e-5, rtol=1e-5)
+        gathered = torch.autograd.grad(out.loss, model.copy_generator.gate.weight, retain_graph=True)[0]
+        full = torch.autograd.grad(reference, model.copy_generator.gate.weight)[0]
+        torch.testing.assert_close(gathered, full, atol=1e-5, rtol=1e-4)
+
+
 def test_with_p_gen_zero_the_distribution_is_the_scattered_copy_attention():
     model = CopyNatForConditionalGeneration(tiny_config()).eval()
     with torch.no_grad():

@@ -18,7 +18,7 @@ import torch
 from conftest import tiny_config
 
 from copynat import CopyNatForConditionalGeneration
-from copynat.training import loop
+from copynat.training import checkpoints, loop
 from copynat.training.cli import train_main
 
 SCHEDULES = ("linear", "exponential", "inverse_sigmoid")
@@ -210,7 +210,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(data_dir, tmp_path):
     _, stderr = process.communicate()
     assert process.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
     killed_at = loop.find_checkpoint(crashed)
-    assert killed_at is not None and loop._checkpoint_step(killed_at) < steps
+    assert killed_at is not None and checkpoints._checkpoint_step(killed_at) < steps
     assert not (crashed / "results.json").exists()
 
     assert train_main([*argv, "--resume"]) == 0
@@ -233,7 +233,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(data_dir, tmp_path):
 
 def test_a_crash_during_a_save_leaves_latest_at_the_previous_checkpoint(data_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    real_write = loop._write_trainer_state
+    real_write = checkpoints._write_trainer_state
     calls = []
 
     def failing_write(folder, state, extra):
@@ -243,7 +243,7 @@ def test_a_crash_during_a_save_leaves_latest_at_the_previous_checkpoint(data_dir
             raise OSError("disk full (simulated)")
         real_write(folder, state, extra)
 
-    monkeypatch.setattr(loop, "_write_trainer_state", failing_write)
+    monkeypatch.setattr(checkpoints, "_write_trainer_state", failing_write)
     with pytest.raises(OSError, match="simulated"):
         train_main(tiny_args(data_dir, out, "--save_steps", "10", "--eval_steps", "100", steps=30))
     root = out / "checkpoints"
@@ -255,7 +255,7 @@ def test_a_crash_during_a_save_leaves_latest_at_the_previous_checkpoint(data_dir
     (root / "latest").write_text("step-00000020\n")
     assert loop.find_checkpoint(out) == root / "step-00000010"
 
-    monkeypatch.setattr(loop, "_write_trainer_state", real_write)
+    monkeypatch.setattr(checkpoints, "_write_trainer_state", real_write)
     assert train_main([*tiny_args(data_dir, out, "--save_steps", "10", "--eval_steps", "100", steps=30),
                        "--resume"]) == 0
     assert not (root / ".tmp-step-00000020").exists()

@@ -99,7 +99,7 @@ def non_autoregressive_generate(
     best_tokens, best_scores = tokens, torch.full((tokens.shape[0],), float("-inf"), device=device)
     for step in range(nat_iterations):
         masked = tokens == config.mask_token_id if step > 0 else target_mask
-        probabilities, _, _ = model.nat_pass(tokens, target_mask, encoder_states, source_ids, row_source_mask, log=False)
+        probabilities = model.nat_pass(tokens, target_mask, encoder_states, source_ids, row_source_mask, log=False).logits
         step_scores, step_tokens = model.most_likely_tokens(probabilities)
         tokens = torch.where(masked, step_tokens, tokens)
         scores = torch.where(masked, step_scores, scores)
@@ -147,7 +147,7 @@ def _autoregressive_scores(model, encoder_states, source_ids, source_mask, token
     embeds = model.model.shared(decoder_input_ids)
     decoded = model.model.decoder(inputs_embeds=embeds, encoder_hidden_states=encoder_states,
                                   encoder_padding_mask=source_mask, causal=True, use_cache=False)
-    logits, _, _ = model.output_head(decoded.last_hidden_state, embeds, encoder_states, source_ids, source_mask)
+    logits = model.output_head(decoded.last_hidden_state, embeds, encoder_states, source_ids, source_mask).logits
     token_scores = model.log_probs(logits).gather(-1, labels.clamp_min(0)[..., None]).squeeze(-1)
     valid = labels != -100
     return (token_scores * valid).sum(1) / valid.sum(1).clamp_min(1)

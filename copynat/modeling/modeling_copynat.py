@@ -9,6 +9,7 @@ This folder is also Hub remote code: it imports only torch, transformers and its
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -480,6 +481,15 @@ class CopyNatDecoder(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+class HeadOutput(NamedTuple):
+    """The output head's view of each target position (a tuple: `logits, p_gen, copy_attention, _ = ...`)."""
+
+    logits: torch.Tensor  # vocabulary logits; with the copy mechanism log p_mix (p_mix itself when log=False)
+    p_gen: torch.Tensor | None  # [batch, tgt] generation probability (copy mechanism only)
+    copy_attention: torch.Tensor | None  # [batch, tgt, src] copy distribution over source positions
+    vocab_logits: torch.Tensor  # the generation logits before the copy mixture
+
+
 class CopyGenerator(nn.Module):
     """Pointer-generator (See et al. 2017): p(w) = p_gen * softmax(vocab logits)(w) + (1 - p_gen) * sum of copy
     attention over source positions holding w. p_gen is a learned gate on decoder state, copy context and input."""
@@ -511,6 +521,17 @@ class CopyGenerator(nn.Module):
             return mixture, p_gen.squeeze(-1), copy_attention
         # Clamped so an impossible token costs log(1e-10) rather than -inf (no NaN in softmax, loss or beam scores).
         return mixture.clamp_min(1e-10).log(), p_gen.squeeze(-1), copy_attention
+
+    @staticmethod
+    def label_log_probs(vocab_logits: torch.Tensor, p_gen: torch.Tensor, copy_attention: torch.Tensor,
+                        source_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """log p_mix(label) [batch, tgt] from gathered terms only: the same value as the full mixture at the label,
+        but the loss's backward pass then never touches a [batch, tgt, vocab] mixture (a plain model's cost)."""
+        safe = labels.clamp_min(0)
+        generated = -F.cross_entropy(vocab_logits.reshape(-1, vocab_logits.shape[-1]).float(), safe.reshape(-1),
+                                     reduction="none").view_as(labels)
+        copied = (copy_attention * (source_ids[:, None, :] == safe[..., None])).sum(-1)
+        return (p_gen * generated.exp() + (1.0 - p_gen) * copied).clamp_min(1e-10).log()
 
 
 class LengthPredictor(nn.Module):
@@ -655,19 +676,6 @@ class CopyNatModel(CopyNatPreTrainedModel):
         return output if return_dict is not False else output.to_tuple()
 
 
-def token_loss(logits: torch.Tensor, labels: torch.Tensor, are_log_probs: bool, label_smoothing: float) -> torch.Tensor:
-    """Summed (label-smoothed) cross-entropy over positions whose label is not -100."""
-    flat_logits, flat_labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
-    if not are_log_probs:
-        return F.cross_entropy(flat_logits.float(), flat_labels, ignore_index=-100, reduction="sum",
-                               label_smoothing=label_smoothing)
-    nll = F.nll_loss(flat_logits, flat_labels, ignore_index=-100, reduction="sum")
-    if label_smoothing == 0:
-        return nll
-    smooth = -flat_logits.mean(dim=-1)[flat_labels != -100].sum()
-    return (1.0 - label_smoothing) * nll + label_smoothing * smooth
-
-
 def guided_attention_loss(attention: torch.Tensor, target_mask: torch.Tensor, source_mask: torch.Tensor | None,
                           sigma: float) -> torch.Tensor:
     """Diagonal guided-attention loss (Tachibana et al. 2018): attention far from the diagonal t/T ~ s/S is penalised
@@ -708,17 +716,33 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
 
     # --- the one output head, shared by AT and NAT --------------------------------------------------------------------
 
-    def output_head(self, decoder_states, decoder_inputs_embeds, encoder_states, source_ids, source_mask, log=True):
-        """Decoder states -> (logits, p_gen, copy attention). With the copy mechanism the logits are log p_mix
-        (p_mix itself when `log=False`)."""
+    def output_head(self, decoder_states, decoder_inputs_embeds, encoder_states, source_ids, source_mask,
+                    log=True) -> HeadOutput:
+        """Decoder states -> HeadOutput(logits, p_gen, copy attention, vocab logits). With the copy mechanism the
+        logits are log p_mix (p_mix itself when `log=False`)."""
         vocab_logits = self.lm_head(decoder_states)
         if self.copy_generator is None:
-            return vocab_logits, None, None
+            return HeadOutput(vocab_logits, None, None, vocab_logits)
         if source_ids is None:
             raise ValueError("the copy mechanism needs the source token ids: pass input_ids, or encoder_outputs "
                              "produced by this model's encoder (they carry source_ids)")
-        return self.copy_generator(vocab_logits, decoder_states, decoder_inputs_embeds, encoder_states, source_ids,
-                                   source_mask, log=log)
+        mixed, p_gen, copy_attention = self.copy_generator(vocab_logits, decoder_states, decoder_inputs_embeds,
+                                                           encoder_states, source_ids, source_mask, log=log)
+        return HeadOutput(mixed, p_gen, copy_attention, vocab_logits)
+
+    def token_loss(self, head: HeadOutput, labels: torch.Tensor, source_ids: torch.Tensor | None) -> torch.Tensor:
+        """Summed (label-smoothed) cross-entropy of the output head over positions whose label is not -100."""
+        smoothing = self.config.label_smoothing
+        if self.copy_generator is None:
+            return F.cross_entropy(head.logits.reshape(-1, head.logits.shape[-1]).float(), labels.reshape(-1),
+                                   ignore_index=-100, reduction="sum", label_smoothing=smoothing)
+        valid = labels != -100
+        nll = -self.copy_generator.label_log_probs(head.vocab_logits, head.p_gen, head.copy_attention, source_ids,
+                                                   labels)[valid].sum()
+        if smoothing == 0:
+            return nll
+        # The smoothing term is the mean log-probability over the whole vocabulary: it needs the full mixture.
+        return (1.0 - smoothing) * nll - smoothing * head.logits.float().mean(dim=-1)[valid].sum()
 
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         return logits if self.copy_generator is not None else logits.float().log_softmax(-1)
@@ -839,11 +863,11 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
                 past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
                 output_hidden_states=output_hidden_states, cross_attention_weights_of_last_layer=guided, return_dict=True,
             )
-            logits, p_gen, copy_attention = self.output_head(decoder_outputs.last_hidden_state, decoder_inputs_embeds,
-                                                             encoder_states, source_ids, source_mask)
+            head = self.output_head(decoder_outputs.last_hidden_state, decoder_inputs_embeds, encoder_states,
+                                    source_ids, source_mask)
+            logits, p_gen, copy_attention = head.logits, head.p_gen, head.copy_attention
             if labels is not None:
-                losses["ar_loss"] = token_loss(logits, labels, self.copy_generator is not None,
-                                               config.label_smoothing) / local_items.clamp_min(1) * share
+                losses["ar_loss"] = self.token_loss(head, labels, source_ids) / local_items.clamp_min(1) * share
                 if guided:
                     losses["guided_attention_loss"] = guided_attention_loss(
                         decoder_outputs.cross_attentions[-1], labels != -100, source_mask, config.guided_attention_sigma
@@ -853,16 +877,14 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
             length_logits = self.length_predictor(encoder_states, source_mask)
         if labels is not None and config.decoder_mode != "ar":
             tokens, predicted = self.nat_training_tokens(labels)
-            nat_logits, nat_p_gen, nat_copy = self.nat_pass(tokens, labels != -100, encoder_states, source_ids,
-                                                            source_mask)
+            nat_head = self.nat_pass(tokens, labels != -100, encoder_states, source_ids, source_mask)
             nat_labels = labels.masked_fill(~predicted, -100)
-            losses["nat_loss"] = token_loss(nat_logits, nat_labels, self.copy_generator is not None,
-                                            config.label_smoothing) / predicted.sum().clamp_min(1) * share
+            losses["nat_loss"] = self.token_loss(nat_head, nat_labels, source_ids) / predicted.sum().clamp_min(1) * share
             source_lengths = source_mask.sum(1) if source_mask is not None else torch.full_like(labels[:, 0], source_ids.shape[1])
             length_targets = self.length_predictor.length_to_class((labels != -100).sum(1), source_lengths)
             losses["length_loss"] = F.cross_entropy(length_logits.float(), length_targets) * share
             if logits is None:
-                logits, p_gen, copy_attention = nat_logits, nat_p_gen, nat_copy
+                logits, p_gen, copy_attention = nat_head.logits, nat_head.p_gen, nat_head.copy_attention
 
         loss = None
         if losses:

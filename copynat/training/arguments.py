@@ -264,6 +264,12 @@ class TrainArguments:
               "inverse_sigmoid = k >= 1 (p = k / (k + exp(step / k))). Default: decays to the minimum (linear, "
               "exponential) or reaches its midpoint (inverse_sigmoid) around the middle of training.")
     scheduled_sampling_min_prob: float = _arg(0.5, "Lowest teacher-forcing probability of the schedule.")
+    # --- sequence-level objective ---
+    objective: str = _arg(
+        "mle", "mle = cross-entropy with teacher forcing; rl = self-critical REINFORCE on sentence BLEU/chrF mixed "
+               "with cross-entropy (fine-tune a trained --model_name_or_path on the metric).", choices=["mle", "rl"])
+    rl_weight: float = _arg(0.9, "--objective rl: weight w of the RL term, loss = (1 - w) * ce + w * rl.")
+    rl_reward: str = _arg("bleu", "--objective rl: sentence-level reward metric.", choices=["bleu", "chrf"])
     # --- evaluation ---
     eval_steps: int | None = _arg(None, "Evaluate every N updates (default: 4 evaluations per run) and at the end.")
     eval_decoding: str | None = _arg(
@@ -311,6 +317,10 @@ class TrainArguments:
                 raise ValueError(f"--{name} must be >= 1, got {value}")
         if self.num_epochs is not None and self.num_epochs <= 0:
             raise ValueError(f"--num_epochs must be > 0, got {self.num_epochs}")
+        if not 0.0 <= self.rl_weight <= 1.0:
+            raise ValueError(f"--rl_weight must be in [0, 1], got {self.rl_weight}")
+        if self.objective == "rl" and self.scheduled_sampling != "none":
+            raise ValueError("--objective rl already trains on the model's own outputs: drop --scheduled_sampling")
         if self.max_train_minutes is not None and self.max_train_minutes <= 0:
             raise ValueError(f"--max_train_minutes must be > 0, got {self.max_train_minutes}")
         if (self.warmup_steps is not None and self.warmup_steps < 0) or self.weight_decay < 0 or self.max_grad_norm < 0:
@@ -384,7 +394,9 @@ class DistillArguments:
     split: str = _arg("train", "Split of the data arguments to distill.", choices=["train", "validation", "test"])
     num_beams: int = _arg(4, "Beam size of the teacher.")
     batch_size: int = _arg(64, "Sentences per generate() call.")
-    max_new_tokens: int | None = _arg(None, "Longest teacher output (default: max_target_length).")
+    max_new_tokens: int | None = _arg(None, "Longest teacher output (default: max_target_length); each batch is "
+                                            "also capped at 2 x its longest source + 10 tokens, as in evaluation, "
+                                            "so one looping output does not hold a whole batch to the limit.")
     keep_original: bool = _arg(False, "Also write the reference as 'original_target'.")
     device: str | None = _arg(None, "torch device (default: cuda if available, else cpu).")
     trust_remote_code: bool = _arg(False, "Allow code from the teacher folder (Hub remote code).")

@@ -81,9 +81,10 @@ def distill(args: DistillArguments, data_args: DataArguments, *, progress_bar: b
         for begin in range(0, len(order), args.batch_size):
             indices = order[begin:begin + args.batch_size].tolist()
             batch = collator([{"input_ids": row} for row in ids[indices]["input_ids"]])
+            limit = min(max_new_tokens, 2 * int(batch["attention_mask"].sum(1).max()) + 10)
             generated = model.generate(input_ids=batch["input_ids"].to(model.device),
                                        attention_mask=batch["attention_mask"].to(model.device),
-                                       num_beams=args.num_beams, do_sample=False, max_new_tokens=max_new_tokens)
+                                       num_beams=args.num_beams, do_sample=False, max_new_tokens=limit)
             for index, text in zip(indices, tokenizer.batch_decode(generated, skip_special_tokens=True)):
                 outputs[index] = text
             bar.update(len(indices))

@@ -69,22 +69,27 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .arguments import (DEFAULT_VOCAB_SIZE, ECHO_VOCAB_SIZE, FINETUNE_FIELDS, ModelArguments, TrainArguments,
                         parse_decodings, resolve_defaults)
 from .data import DataArguments, Seq2SeqCollator, TokenBudgetBatchSampler, example_lengths, load_raw_datasets, tokenize_datasets
+from .checkpoints import (CHECKPOINT_PREFIX, STATE_FILE, TrainState, _atomic_write_text, _remove_stale_temporaries,
+                          find_checkpoint, load_model_weights, save_checkpoint)
+from .errors import TrainingInterrupted, UsageError
+from .evaluation import MetricsLog, evaluate_generation, plot_training_curves
 from .hub import PushError, push_folder
 from .model_card import write_model_card
+from .rl import self_critical_loss
+from .schedules import (build_scheduler, default_schedule_k, inverse_sqrt_lambda, mix_decoder_inputs,
+                        scheduled_sampling_decoder_inputs, teacher_forcing_prob)
 
 logger = logging.getLogger("copynat.training")
 
@@ -106,438 +111,8 @@ __all__ = [
 ECHO_DEFAULT_STEPS = 1600
 #: Epochs when the data is not the echo task and neither --max_steps nor --num_epochs is given.
 DEFAULT_EPOCHS = 10.0
-CHECKPOINT_PREFIX = "step-"
-STATE_FILE = "trainer_state.json"
 RESULTS_FORMAT = "copynat-results/1"
 
-
-class UsageError(Exception):
-    """Bad input (arguments, data files, model or tokenizer paths): the CLI prints it as one line, exit code 2."""
-
-
-class TrainingInterrupted(Exception):
-    """SIGINT/SIGTERM during training: a checkpoint was saved at the step boundary; resume with --resume."""
-
-
-# ------------------------------------------------------------------------------------------------ schedules
-
-
-def inverse_sqrt_lambda(warmup_steps: int):
-    """LR multiplier of the Transformer paper (fairseq's inverse_sqrt): linear warm-up to 1 over ``warmup_steps``
-    updates, then ``sqrt(warmup_steps / step)``.  ``step`` counts updates from 0 (the first update uses step 1)."""
-    warmup = max(1, warmup_steps)
-
-    def multiplier(step: int) -> float:
-        step = step + 1
-        return min(step / warmup, math.sqrt(warmup / step))
-
-    return multiplier
-
-
-def build_scheduler(optimizer, name: str, warmup_steps: int, total_steps: int):
-    if name == "inverse_sqrt":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, inverse_sqrt_lambda(warmup_steps))
-    warmup = max(1, warmup_steps)
-
-    def multiplier(step: int) -> float:
-        step = step + 1
-        if step < warmup:
-            return step / warmup
-        if name == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        if name == "linear":
-            return max(0.0, 1.0 - progress)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))  # cosine
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
-
-
-def teacher_forcing_prob(step: int, schedule: str, k: float | None = None, min_prob: float = 0.0) -> float:
-    """Probability of feeding the *gold* previous token at update ``step`` (Bengio et al. 2015, section 2.4).
-
-    * ``none``: always 1 (plain teacher forcing);
-    * ``linear``: ``1 - step / k`` (k = steps to decay);
-    * ``exponential``: ``k ** step`` with ``0 < k < 1``;
-    * ``inverse_sigmoid``: ``k / (k + exp(step / k))`` with ``k >= 1``.
-
-    Every schedule starts at (about) 1, never increases, and is clipped to ``[min_prob, 1]``.
-    """
-    if schedule == "none":
-        return 1.0
-    if k is None:
-        raise ValueError(f"the {schedule} schedule needs its parameter k")
-    step = max(0, step)
-    if schedule == "linear":
-        prob = 1.0 - step / k
-    elif schedule == "exponential":
-        prob = k**step
-    elif schedule == "inverse_sigmoid":
-        prob = k / (k + math.exp(min(step / k, 700.0)))
-    else:
-        raise ValueError(f"unknown scheduled-sampling schedule {schedule!r}: use none, linear, exponential or "
-                         "inverse_sigmoid")
-    return float(min(1.0, max(min_prob, prob)))
-
-
-def default_schedule_k(schedule: str, total_steps: int, min_prob: float) -> float | None:
-    """A k that makes the schedule reach ``min_prob`` (linear, exponential) or its midpoint (inverse sigmoid) at
-    about half of training."""
-    half = max(1, total_steps // 2)
-    if schedule == "linear":
-        return half / max(1e-6, 1.0 - min_prob)
-    if schedule == "exponential":
-        return max(min_prob, 0.01) ** (1.0 / half)
-    if schedule == "inverse_sigmoid":
-        # midpoint p = 1/2 where exp(step / k) = k, i.e. step = k ln k: solve k ln k = half by Newton's method
-        k = max(2.0, half / math.log(max(half, 3)))
-        for _ in range(50):
-            k -= (k * math.log(k) - half) / (math.log(k) + 1.0)
-            k = max(k, 1.0)
-        return k
-    return None
-
-
-def mix_decoder_inputs(gold: torch.Tensor, model_tokens: torch.Tensor, candidates: torch.Tensor, prob: float,
-                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scheduled sampling's mixing: each candidate position keeps its gold token with probability ``prob`` and takes
-    the model's token otherwise.  Returns ``(mixed, replaced)``; ``replaced`` marks the positions that took the
-    model's token (whether or not it happens to equal the gold one)."""
-    if prob >= 1.0:
-        return gold, torch.zeros_like(candidates)
-    draw = torch.rand(gold.shape, generator=generator, device=gold.device if generator is None else "cpu")
-    replaced = (draw.to(gold.device) >= prob) & candidates
-    return torch.where(replaced, model_tokens, gold), replaced
-
-
-def scheduled_sampling_decoder_inputs(model, batch: dict, prob: float, generator: torch.Generator | None = None):
-    """Decoder inputs for one scheduled-sampling update of the AR objective.
-
-    A first teacher-forced pass (no gradient) predicts every target token; the decoder input at position t+1 (gold:
-    label t) becomes that prediction with probability ``1 - prob``.  Position 0 (``<s>``) and padding are never
-    replaced.  Returns ``(decoder_input_ids, replaced_mask)``.
-    """
-    labels = batch["labels"]
-    gold = model.prepare_decoder_input_ids_from_labels(labels)
-    candidates = torch.zeros_like(labels, dtype=torch.bool)
-    candidates[:, 1:] = labels[:, :-1] != -100
-    if prob >= 1.0:
-        return gold, torch.zeros_like(candidates)
-    with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
-                       decoder_input_ids=gold, use_cache=False).logits
-    predictions = logits.argmax(-1)
-    model_tokens = torch.cat((gold[:, :1], predictions[:, :-1]), dim=1)
-    return mix_decoder_inputs(gold, model_tokens, candidates, prob, generator)
-
-
-# ------------------------------------------------------------------------------------------------ state
-
-
-@dataclass
-class TrainState:
-    """What ``trainer_state.json`` stores besides ``accelerator.save_state`` (model, optimizer, scheduler, RNG)."""
-
-    step: int = 0
-    epoch: int = 0
-    batches_in_epoch: int = 0  # batches of this epoch the loop consumed (per process), the resume position
-    train_seconds: float = 0.0
-    train_tokens: int = 0  # source + target tokens of all processes
-    best_metric: float | None = None
-    best_step: int | None = None
-    best_metrics: dict | None = None  # validation metrics of the best evaluation
-    best_eval_complete: bool = False  # the best evaluation covered the whole validation split
-    bad_evaluations: int = 0
-    stop_reason: str | None = None
-    sampler: dict = field(default_factory=dict)
-    format: str = "copynat-trainer-state/1"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file + fsync + os.replace: readers see the old or the new file, never a torn one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _checkpoint_step(path: Path) -> int | None:
-    match = re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", path.name)
-    return int(match.group(1)) if match else None
-
-
-def _complete(path: Path) -> bool:
-    return path.is_dir() and _checkpoint_step(path) is not None and (path / STATE_FILE).is_file()
-
-
-def complete_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
-    root = Path(output_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    return sorted((p for p in root.iterdir() if _complete(p)), key=_checkpoint_step)
-
-
-def find_checkpoint(output_dir: str | Path, resume: str = "latest") -> Path | None:
-    """The checkpoint to resume from: the one ``checkpoints/latest`` names, else the newest complete one; or the
-    folder ``resume`` names (a checkpoint, or a run's output_dir)."""
-    if resume != "latest":
-        path = Path(resume)
-        if _complete(path):
-            return path
-        if (path / "checkpoints").is_dir():
-            return find_checkpoint(path)
-        raise UsageError(f"--resume {resume}: not a complete copynat checkpoint (a checkpoints/{CHECKPOINT_PREFIX}N "
-                         f"folder with {STATE_FILE}) nor an output_dir holding one")
-    root = Path(output_dir) / "checkpoints"
-    pointer = root / "latest"
-    if pointer.is_file():
-        target = root / pointer.read_text(encoding="utf-8").strip()
-        if _complete(target):
-            return target
-        logger.warning("checkpoints/latest names %s, which is not a complete checkpoint; using the newest one", target)
-    found = complete_checkpoints(output_dir)
-    return found[-1] if found else None
-
-
-def _prune_checkpoints(output_dir: Path, keep: int, protect: int | None) -> None:
-    found = complete_checkpoints(output_dir)
-    keep_paths = set(found[-keep:])
-    for path in found:
-        if path not in keep_paths and _checkpoint_step(path) != protect:
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _remove_stale_temporaries(output_dir: Path) -> None:
-    root = output_dir / "checkpoints"
-    if root.is_dir():
-        for path in root.iterdir():
-            if path.name.startswith(".tmp-") or path.name.startswith(".latest.tmp-"):
-                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-
-
-def _write_trainer_state(folder: Path, state: TrainState, extra: dict) -> None:
-    """Last file written into a checkpoint: its presence marks the checkpoint complete."""
-    payload = {**asdict(state), **extra}
-    with open(folder / STATE_FILE, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def save_checkpoint(accelerator, output_dir: Path, state: TrainState, *, tokenizer, model, keep: int,
-                    extra: dict) -> Path:
-    """Checkpoint at ``state.step``: ``accelerator.save_state`` (model, optimizer, scheduler, RNG of every process)
-    + tokenizer + config + ``trainer_state.json`` in ``checkpoints/.tmp-step-N``, renamed to ``step-N`` when
-    complete; then ``checkpoints/latest`` is replaced atomically and old checkpoints are pruned."""
-    root = output_dir / "checkpoints"
-    name = f"{CHECKPOINT_PREFIX}{state.step:08d}"
-    final, tmp = root / name, root / f".tmp-{name}"
-    if accelerator.is_main_process:
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        tokenizer.save_pretrained(tmp)
-        accelerator.unwrap_model(model).config.to_json_file(tmp / "config.json")
-        _write_trainer_state(tmp, state, extra)
-        _fsync_dir(tmp)
-        if final.exists():  # a re-run of the same step after a resume
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(root)
-        _atomic_write_text(root / "latest", name + "\n")
-        _prune_checkpoints(output_dir, keep, protect=state.best_step)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def load_model_weights(model, checkpoint: Path) -> None:
-    """Load the model weights of an ``accelerator.save_state`` checkpoint into an unwrapped model."""
-    from safetensors.torch import load_file
-
-    path = checkpoint / "model.safetensors"
-    if path.is_file():
-        weights = load_file(str(path))
-    else:
-        weights = torch.load(checkpoint / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    weights = {k.removeprefix("module."): v for k, v in weights.items()}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    tied = {"lm_head.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight"}
-    if unexpected or set(missing) - tied:
-        raise RuntimeError(f"checkpoint {checkpoint} does not match the model: missing {sorted(set(missing) - tied)}, "
-                           f"unexpected {sorted(unexpected)}")
-
-
-# ------------------------------------------------------------------------------------------------ evaluation
-
-
-def evaluate_generation(accelerator, model, tokenizer, dataset, decodings: dict[str, dict], *, batch_size: int,
-                        max_new_tokens: int, entities: list[list[str]] | None = None, compute_loss: bool = True,
-                        seed: int = 0) -> dict[str, Any]:
-    """Validation loss and, per decoding, BLEU / chrF / exact match (0-100) of a tokenized split with its
-    "source"/"target" text columns.  The batches (length-sorted) are shared out among the processes and the outputs
-    gathered, so every process returns the same metrics.  Outputs are at most ``min(max_new_tokens, 2 x longest
-    source of the batch + 10)`` tokens long.  Training RNG is left untouched."""
-    from accelerate.utils import gather_object
-
-    from .metrics import compute_generation_metrics
-
-    unwrapped = accelerator.unwrap_model(model)
-    was_training = unwrapped.training
-    unwrapped.eval()
-    lengths = example_lengths(dataset)
-    order = np.argsort(-lengths, kind="stable")
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    mine = batches[accelerator.process_index::accelerator.num_processes]
-    columns = dataset.select_columns(["input_ids", "labels"])
-    collator = Seq2SeqCollator(tokenizer)
-    device = accelerator.device
-    references = list(dataset["target"])
-
-    def collate(indices):
-        rows = columns[indices.tolist()]
-        batch = collator([{"input_ids": a, "labels": b} for a, b in zip(rows["input_ids"], rows["labels"])])
-        return {key: value.to(device) for key, value in batch.items()}
-
-    results: dict[str, Any] = {"num_examples": len(dataset)}
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.no_grad(), torch.random.fork_rng(devices=devices), accelerator.autocast():
-        torch.manual_seed(seed)  # NAT losses mask at random: the same masks at every evaluation
-        if compute_loss:
-            totals = torch.zeros(5, dtype=torch.float64, device=device)
-            for indices in mine:
-                batch = collate(indices)
-                output = unwrapped(**batch)
-                tokens = (batch["labels"] != -100).sum()
-                totals[0] += tokens
-                for slot, name in enumerate(("loss", "ar_loss", "nat_loss", "length_loss"), start=1):
-                    value = getattr(output, name, None)
-                    if value is not None:
-                        totals[slot] += value.double() * tokens
-            totals = accelerator.reduce(totals, reduction="sum") if accelerator.num_processes > 1 else totals
-            if totals[0] > 0:
-                results["loss"] = float(totals[1] / totals[0])
-                for slot, name in ((2, "ar_loss"), (3, "nat_loss"), (4, "length_loss")):
-                    if totals[slot] != 0:
-                        results[name] = float(totals[slot] / totals[0])
-        for name, kwargs in decodings.items():
-            start = time.perf_counter()
-            outputs: list[tuple[int, str]] = []
-            for indices in mine:
-                batch = collate(indices)
-                # An untrained model may never emit </s>: bound the output by the source length as well.
-                limit = min(max_new_tokens, 2 * int(batch["attention_mask"].sum(1).max()) + 10)
-                generated = unwrapped.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                               max_new_tokens=limit, **kwargs)
-                texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
-                outputs.extend(zip(indices.tolist(), texts))
-            seconds = time.perf_counter() - start
-            if accelerator.num_processes > 1:
-                outputs = gather_object(outputs)
-            predictions = dict(outputs)
-            ordered = [predictions[i] for i in range(len(dataset))]
-            scores = compute_generation_metrics(ordered, references)
-            if entities is not None:
-                from copynat.data import entity_copy_rate
-
-                scores["entity_copy_rate"] = 100.0 * entity_copy_rate(ordered, entities)
-            scores["decode_seconds"] = round(seconds, 3)
-            scores["sentences_per_second"] = round(len(dataset) / max(seconds, 1e-9), 1)
-            results[name] = scores
-            results.setdefault("_predictions", {})[name] = ordered
-    if was_training:
-        unwrapped.train()
-    return results
-
-
-# ------------------------------------------------------------------------------------------------ reporting
-
-
-class MetricsLog:
-    """``metrics.jsonl`` (always, main process) + ``accelerator.log`` (TensorBoard etc.)."""
-
-    def __init__(self, accelerator, path: Path, trackers: bool):
-        self.accelerator, self.path, self.trackers = accelerator, path, trackers
-
-    def write(self, event: str, step: int, values: dict[str, Any], **extra: Any) -> None:
-        if not self.accelerator.is_main_process:
-            return
-        record = {"event": event, "step": step, **extra, **values,
-                  "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-        if self.trackers:
-            prefix = f"{extra['split']}/" if "split" in extra else f"{event}/"
-            numbers = {prefix + k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            self.accelerator.log(numbers, step=step)
-
-    def truncate_after(self, step: int) -> None:
-        """On resume: drop the events a crashed run logged after the checkpoint it resumes from."""
-        if not self.accelerator.is_main_process or not self.path.is_file():
-            return
-        kept = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            with contextlib.suppress(ValueError):
-                record = json.loads(line)
-                if record.get("step", 0) <= step and record.get("event") != "final":
-                    kept.append(line)
-        _atomic_write_text(self.path, "".join(line + "\n" for line in kept))
-
-
-def plot_training_curves(metrics_path: Path, png_path: Path) -> bool:
-    """Loss (train, validation) and validation BLEU per decoding vs step, from metrics.jsonl. False without
-    matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    records = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    train = [r for r in records if r["event"] == "train" and "loss" in r]
-    evals = [r for r in records if r["event"] == "eval" and r.get("split") == "validation"]
-    fig, (ax_loss, ax_bleu) = plt.subplots(1, 2, figsize=(11, 4))
-    if train:
-        ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
-    with_loss = [r for r in evals if "loss" in r]
-    if with_loss:
-        ax_loss.plot([r["step"] for r in with_loss], [r["loss"] for r in with_loss], "o-", label="validation")
-    if all(r["loss"] > 0 for r in train + with_loss):
-        ax_loss.set_yscale("log")
-    ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel("loss")
-    ax_loss.set_title("loss")
-    ax_loss.legend()
-    names = sorted({k[: -len("/bleu")] for r in evals for k in r if k.endswith("/bleu")})
-    for name in names:
-        points = [(r["step"], r[f"{name}/bleu"]) for r in evals if f"{name}/bleu" in r]
-        ax_bleu.plot(*zip(*points), "o-", label=name)
-    ax_bleu.set_xlabel("step")
-    ax_bleu.set_ylabel("BLEU")
-    ax_bleu.set_title("validation BLEU")
-    if names:
-        ax_bleu.legend()
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=110)
-    plt.close(fig)
-    return True
 
 
 # ------------------------------------------------------------------------------------------------ setup helpers
@@ -585,17 +160,17 @@ def _fastest_thread_count(limit: int) -> int:
     """1 or ``limit`` intra-op threads, whichever multiplies a training-sized matrix faster right now.  On a CPU that
     other processes keep busy, extra threads spin-wait for each other and a run can be several times slower than
     with one thread; on an idle machine all cores win."""
-    a, b = torch.randn(2048, 128), torch.randn(128, 512)
+    a, b = torch.randn(4096, 256), torch.randn(256, 1024)
     timings = {1: float("inf"), limit: float("inf")}
-    for _ in range(2):
+    for _ in range(3):  # best of 3, alternating: a passing hiccup must not decide a 30-minute run
         for threads in timings:
             torch.set_num_threads(threads)
             a @ b
             start = time.perf_counter()
-            for _ in range(10):
+            for _ in range(5):
                 a @ b
             timings[threads] = min(timings[threads], time.perf_counter() - start)
-    return limit if timings[limit] < 0.85 * timings[1] else 1
+    return 1 if timings[limit] > timings[1] else limit
 
 
 def _set_threads(accelerator, num_threads: int | None) -> tuple[int, str]:
@@ -845,6 +420,12 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     if model.config.decoder_mode == "nat" and train_args.scheduled_sampling != "none":
         raise UsageError("--scheduled_sampling applies to the autoregressive objective; this model has "
                          "decoder_mode='nat' (use ar or hybrid)")
+    if train_args.objective == "rl":
+        if not model_args.model_name_or_path:
+            raise UsageError("--objective rl fine-tunes a trained model on the metric (sampling from an untrained "
+                             "model earns no reward): give --model_name_or_path")
+        if model.config.decoder_mode == "nat":
+            raise UsageError("--objective rl trains the autoregressive decoder; this model has decoder_mode='nat'")
     decodings = parse_decodings(train_args.eval_decoding or _default_decodings(model))
     for name in [n for n, kw in decodings.items() if kw.get("non_autoregressive")]:
         if getattr(model, "length_predictor", None) is None:
@@ -980,6 +561,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     ss_generator = None
     done = state.step >= max_steps
 
+    def decode_text(ids: torch.Tensor) -> list[str]:
+        ids = ids.masked_fill(ids == -100, tokenizer.pad_token_id)
+        return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
     def update(batches: list[dict]) -> dict[str, float]:
         model.train()
         values: dict[str, float] = {}
@@ -997,7 +582,15 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                     values["replaced_fraction"] = values.get("replaced_fraction", 0.0) + float(
                         replaced.sum() / max(1, int((batch["labels"] != -100).sum()))) / len(batches)
                 output = model(**batch)
-                accelerator.backward(output.loss / len(batches))
+                loss = output.loss
+                if train_args.objective == "rl":
+                    rl_loss, rewards = self_critical_loss(
+                        unwrapped, batch["input_ids"], batch["attention_mask"], decode_text(batch["labels"]),
+                        decode_text, metric=train_args.rl_reward, max_new_tokens=max_new_tokens)
+                    loss = (1.0 - train_args.rl_weight) * loss + train_args.rl_weight * rl_loss
+                    for key, value in rewards.items():
+                        values[key] = values.get(key, 0.0) + value / len(batches)
+                accelerator.backward(loss / len(batches))
             for name in ("loss", "ar_loss", "nat_loss", "length_loss"):
                 value = output.loss if name == "loss" else getattr(output, name, None)
                 if value is not None:
@@ -1041,6 +634,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                           steps_per_second=round(log_count / max(elapsed, 1e-9), 3))
             if "grad_norm" in log_sums:
                 record["grad_norm"] = round(log_sums["grad_norm"] / log_count, 4)
+            if train_args.objective == "rl":
+                record.update({key: round(log_sums[key] / log_count, 4) for key in ("reward_sample", "reward_greedy")})
             if train_args.scheduled_sampling != "none":
                 record["teacher_forcing_prob"] = round(values["teacher_forcing_prob"], 4)
                 record["replaced_fraction"] = round(log_sums.get("replaced_fraction", 0.0) / log_count, 4)
@@ -1185,6 +780,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             "num_threads": threads,
             "mixed_precision": mixed_precision,
             "scheduled_sampling": train_args.scheduled_sampling,
+            "objective": train_args.objective,
             "stopped_early": state.stop_reason == "early_stopping",
             "stop_reason": state.stop_reason,
             "resumed_from": str(checkpoint) if checkpoint is not None else None,

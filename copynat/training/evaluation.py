@@ -1,0 +1,169 @@
+"""Evaluation during and after training (loss, BLEU, chrF, exact match per decoding) and the metrics log and plot."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoints import _atomic_write_text
+from .data import Seq2SeqCollator, example_lengths
+
+
+def evaluate_generation(accelerator, model, tokenizer, dataset, decodings: dict[str, dict], *, batch_size: int,
+                        max_new_tokens: int, entities: list[list[str]] | None = None, compute_loss: bool = True,
+                        seed: int = 0) -> dict[str, Any]:
+    """Validation loss and, per decoding, BLEU / chrF / exact match (0-100) of a tokenized split with its
+    "source"/"target" text columns.  The batches (length-sorted) are shared out among the processes and the outputs
+    gathered, so every process returns the same metrics.  Outputs are at most ``min(max_new_tokens, 2 x longest
+    source of the batch + 10)`` tokens long.  Training RNG is left untouched."""
+    from accelerate.utils import gather_object
+
+    from .metrics import compute_generation_metrics
+
+    unwrapped = accelerator.unwrap_model(model)
+    was_training = unwrapped.training
+    unwrapped.eval()
+    lengths = example_lengths(dataset)
+    order = np.argsort(-lengths, kind="stable")
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    mine = batches[accelerator.process_index::accelerator.num_processes]
+    columns = dataset.select_columns(["input_ids", "labels"])
+    collator = Seq2SeqCollator(tokenizer)
+    device = accelerator.device
+    references = list(dataset["target"])
+
+    def collate(indices):
+        rows = columns[indices.tolist()]
+        batch = collator([{"input_ids": a, "labels": b} for a, b in zip(rows["input_ids"], rows["labels"])])
+        return {key: value.to(device) for key, value in batch.items()}
+
+    results: dict[str, Any] = {"num_examples": len(dataset)}
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices), accelerator.autocast():
+        torch.manual_seed(seed)  # NAT losses mask at random: the same masks at every evaluation
+        if compute_loss:
+            totals = torch.zeros(5, dtype=torch.float64, device=device)
+            for indices in mine:
+                batch = collate(indices)
+                output = unwrapped(**batch)
+                tokens = (batch["labels"] != -100).sum()
+                totals[0] += tokens
+                for slot, name in enumerate(("loss", "ar_loss", "nat_loss", "length_loss"), start=1):
+                    value = getattr(output, name, None)
+                    if value is not None:
+                        totals[slot] += value.double() * tokens
+            totals = accelerator.reduce(totals, reduction="sum") if accelerator.num_processes > 1 else totals
+            if totals[0] > 0:
+                results["loss"] = float(totals[1] / totals[0])
+                for slot, name in ((2, "ar_loss"), (3, "nat_loss"), (4, "length_loss")):
+                    if totals[slot] != 0:
+                        results[name] = float(totals[slot] / totals[0])
+        for name, kwargs in decodings.items():
+            start = time.perf_counter()
+            outputs: list[tuple[int, str]] = []
+            for indices in mine:
+                batch = collate(indices)
+                # An untrained model may never emit </s>: bound the output by the source length as well.
+                limit = min(max_new_tokens, 2 * int(batch["attention_mask"].sum(1).max()) + 10)
+                generated = unwrapped.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                               max_new_tokens=limit, **kwargs)
+                texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
+                outputs.extend(zip(indices.tolist(), texts))
+            seconds = time.perf_counter() - start
+            if accelerator.num_processes > 1:
+                outputs = gather_object(outputs)
+            predictions = dict(outputs)
+            ordered = [predictions[i] for i in range(len(dataset))]
+            scores = compute_generation_metrics(ordered, references)
+            if entities is not None:
+                from copynat.data import entity_copy_rate
+
+                scores["entity_copy_rate"] = 100.0 * entity_copy_rate(ordered, entities)
+            scores["decode_seconds"] = round(seconds, 3)
+            scores["sentences_per_second"] = round(len(dataset) / max(seconds, 1e-9), 1)
+            results[name] = scores
+            results.setdefault("_predictions", {})[name] = ordered
+    if was_training:
+        unwrapped.train()
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ reporting
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (always, main process) + ``accelerator.log`` (TensorBoard etc.)."""
+
+    def __init__(self, accelerator, path: Path, trackers: bool):
+        self.accelerator, self.path, self.trackers = accelerator, path, trackers
+
+    def write(self, event: str, step: int, values: dict[str, Any], **extra: Any) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        record = {"event": event, "step": step, **extra, **values,
+                  "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.trackers:
+            prefix = f"{extra['split']}/" if "split" in extra else f"{event}/"
+            numbers = {prefix + k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            self.accelerator.log(numbers, step=step)
+
+    def truncate_after(self, step: int) -> None:
+        """On resume: drop the events a crashed run logged after the checkpoint it resumes from."""
+        if not self.accelerator.is_main_process or not self.path.is_file():
+            return
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if record.get("step", 0) <= step and record.get("event") != "final":
+                    kept.append(line)
+        _atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+
+
+def plot_training_curves(metrics_path: Path, png_path: Path) -> bool:
+    """Loss (train, validation) and validation BLEU per decoding vs step, from metrics.jsonl. False without
+    matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    records = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    train = [r for r in records if r["event"] == "train" and "loss" in r]
+    evals = [r for r in records if r["event"] == "eval" and r.get("split") == "validation"]
+    fig, (ax_loss, ax_bleu) = plt.subplots(1, 2, figsize=(11, 4))
+    if train:
+        ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
+    with_loss = [r for r in evals if "loss" in r]
+    if with_loss:
+        ax_loss.plot([r["step"] for r in with_loss], [r["loss"] for r in with_loss], "o-", label="validation")
+    if all(r["loss"] > 0 for r in train + with_loss):
+        ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("loss")
+    ax_loss.set_title("loss")
+    ax_loss.legend()
+    names = sorted({k[: -len("/bleu")] for r in evals for k in r if k.endswith("/bleu")})
+    for name in names:
+        points = [(r["step"], r[f"{name}/bleu"]) for r in evals if f"{name}/bleu" in r]
+        ax_bleu.plot(*zip(*points), "o-", label=name)
+    ax_bleu.set_xlabel("step")
+    ax_bleu.set_ylabel("BLEU")
+    ax_bleu.set_title("validation BLEU")
+    if names:
+        ax_bleu.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return True
