@@ -425,6 +425,7 @@ class CopyNatDecoder(nn.Module):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         cross_attention_weights_of_last_layer: bool = False,
+        cross_attention_floor: torch.Tensor | None = None,
     ) -> BaseModelOutputWithPastAndCrossAttentions:
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
@@ -451,6 +452,10 @@ class CopyNatDecoder(nn.Module):
         cross_mask = None
         if encoder_padding_mask is not None and not bool(encoder_padding_mask.all()):
             cross_mask = encoder_padding_mask[:, None, None, :]
+        if cross_attention_floor is not None:  # monotonic decoding: no source position left of the floor
+            source = torch.arange(encoder_hidden_states.shape[1], device=hidden.device)
+            floor = (source[None, :] >= cross_attention_floor[:, None])[:, None, None, :]
+            cross_mask = floor if cross_mask is None else cross_mask & floor
 
         all_hidden, all_self, all_cross = [], [], []
         for index, layer in enumerate(self.layers):
@@ -638,6 +643,7 @@ class CopyNatModel(CopyNatPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         cross_attention_weights_of_last_layer: bool = False,
+        cross_attention_floor: torch.Tensor | None = None,
         **kwargs,
     ) -> Seq2SeqModelOutput:
         if encoder_outputs is None:
@@ -662,6 +668,7 @@ class CopyNatModel(CopyNatPreTrainedModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             cross_attention_weights_of_last_layer=cross_attention_weights_of_last_layer,
+            cross_attention_floor=cross_attention_floor,
         )
         output = Seq2SeqModelOutput(
             last_hidden_state=decoder_outputs.last_hidden_state,
@@ -688,6 +695,25 @@ def guided_attention_loss(attention: torch.Tensor, target_mask: torch.Tensor, so
     s = torch.arange(weights.shape[2], device=weights.device)[None, :] / src_len  # [batch, src]
     penalty = 1.0 - torch.exp(-((s[:, None, :] - t[:, :, None]) ** 2) / (2 * sigma**2))
     return (weights * penalty).sum(-1)[target_mask].sum()
+
+
+class MonotonicAttention:
+    """Monotonic decoding for monotonic tasks (speech-like, transliteration): the cross-attention of step t may not
+    look left of step t-1's most attended source position by more than `window` positions.
+
+    State carried across the incremental (KV-cached) steps of one `generate(monotonic_window=k)` call; rows never
+    change order in greedy search and sampling, which is why beam search is refused."""
+
+    def __init__(self, window: int):
+        self.window = window
+        self.position: torch.Tensor | None = None  # [batch] most attended source position of the last step
+
+    def floor(self) -> torch.Tensor | None:
+        return None if self.position is None else (self.position - self.window).clamp_min(0)
+
+    def step(self, cross_attention: torch.Tensor) -> None:
+        """`cross_attention`: last decoder layer, [batch, heads, tgt, src]; the newest target position counts."""
+        self.position = cross_attention[:, :, -1].mean(1).argmax(-1)
 
 
 class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
@@ -810,6 +836,7 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         output_copy_info: bool = False,
         return_dict: bool | None = None,
+        monotonic_attention: MonotonicAttention | None = None,
         **kwargs,
     ) -> CopyNatSeq2SeqLMOutput:
         r"""
@@ -817,10 +844,12 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
             `config.decoder_mode`: "ar" teacher-forced cross-entropy, "nat" masked-target cross-entropy plus length
             loss, "hybrid" both. `decoder_input_ids` are shifted from `labels` when absent.
         output_copy_info (`bool`): return p_gen and the copy attention per target position.
+        monotonic_attention (`MonotonicAttention`, set by `generate(monotonic_window=k)`): monotonic decoding state.
         num_items_in_batch (kwarg, from Trainer): the loss is a sum divided by it, so gradient accumulation is exact.
         """
         config = self.config
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        monotonic = monotonic_attention
         if labels is not None:
             use_cache = False
             if labels.dim() != 2:
@@ -861,8 +890,11 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
             decoder_outputs = self.model(
                 attention_mask=attention_mask, encoder_outputs=encoder_outputs, decoder_inputs_embeds=decoder_inputs_embeds,
                 past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
-                output_hidden_states=output_hidden_states, cross_attention_weights_of_last_layer=guided, return_dict=True,
+                output_hidden_states=output_hidden_states, cross_attention_weights_of_last_layer=guided or monotonic is not None,
+                cross_attention_floor=monotonic.floor() if monotonic is not None else None, return_dict=True,
             )
+            if monotonic is not None:
+                monotonic.step(decoder_outputs.cross_attentions[-1])
             head = self.output_head(decoder_outputs.last_hidden_state, decoder_inputs_embeds, encoder_states,
                                     source_ids, source_mask)
             logits, p_gen, copy_attention = head.logits, head.p_gen, head.copy_attention
@@ -916,11 +948,24 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
         - `non_autoregressive=True, nat_iterations=N, length_beam=K, rescore_with_ar=bool`: parallel decoding (see
           `generation_copynat.non_autoregressive_generate`);
         - `output_copy_info=True` (AR): the returned `GenerateOutput` also carries `p_gen` and `copy_attention` of
-          the generated tokens, recomputed in one teacher-forced pass.
+          the generated tokens, recomputed in one teacher-forced pass;
+        - `monotonic_window=k` (AR greedy or sampling): monotonic decoding, see `MonotonicAttention`.
         """
         nat_arguments = pop_nat_arguments(kwargs, generation_config or self.generation_config)
+        monotonic_window = kwargs.pop("monotonic_window", None)
         if nat_arguments is not None:
+            if monotonic_window is not None:
+                raise ValueError("monotonic_window constrains autoregressive decoding; drop it with non_autoregressive")
             return non_autoregressive_generate(self, inputs, **nat_arguments, **kwargs)
+        if monotonic_window is not None:
+            if isinstance(monotonic_window, bool) or not isinstance(monotonic_window, int) or monotonic_window < 0:
+                raise ValueError(f"monotonic_window must be an int >= 0 (source positions the attention may step "
+                                 f"back), got {monotonic_window!r}")
+            settings = generation_config or self.generation_config
+            if kwargs.get("num_beams", settings.num_beams or 1) > 1 or not kwargs.get("use_cache", True):
+                raise ValueError("monotonic_window works with greedy search and sampling on the KV cache "
+                                 "(num_beams=1, use_cache=True): beams reorder rows between steps")
+            kwargs["monotonic_attention"] = MonotonicAttention(monotonic_window)
         mask = kwargs.get("attention_mask")
         if mask is not None and mask.dim() == 3 and kwargs.get("encoder_outputs") is None:
             # generate() takes only 2-D masks: encode with the graph mask here, and hand on the padding mask.
