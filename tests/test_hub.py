@@ -309,3 +309,28 @@ def test_copynat_push_cli(hub_server, folder, tmp_path, capsys, monkeypatch):
     assert set(api.list_repo_files(REPO)) == EXPECTED_FILES and api.model_info(REPO).private
     assert all(not p.startswith(("checkpoints", "tensorboard")) for p in api.list_repo_files(REPO))
     assert "README.md" in PUBLISH_PATTERNS
+
+
+def test_copynat_train_push_to_hub_publishes_the_run(hub_server, tmp_path):
+    """`copynat-train --push_to_hub --hub_model_id org/name` pushes the finished folder, card included."""
+    from huggingface_hub import HfApi
+
+    from copynat.data import make_echo_examples
+    from copynat.training.arguments import ModelArguments, TrainArguments
+    from copynat.training.data import DataArguments
+    from copynat.training.loop import train
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, size in (("train", 120), ("validation", 8), ("test", 8)):
+        rows = [{"source": e["source"], "target": e["target"]} for e in make_echo_examples(size, split)]
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    results = train(
+        ModelArguments(d_model=32, layers=1, heads=2, ffn_dim=64, vocab_size=300),
+        DataArguments(train_file=str(data / "train.jsonl"), validation_file=str(data / "validation.jsonl"),
+                      test_file=str(data / "test.jsonl"), cache_dir=str(tmp_path / "cache")),
+        TrainArguments(output_dir=str(tmp_path / "run"), max_steps=4, eval_steps=4, report_to="none", plot=False,
+                       progress_bar=False, num_threads=1, push_to_hub=True, hub_model_id="org/pushed-by-train"))
+    files = {s.rfilename for s in HfApi().model_info("org/pushed-by-train").siblings}
+    assert {"model.safetensors", "config.json", "modeling_copynat.py", "tokenizer.json", "README.md"} <= files
+    assert results["hub_commit"].startswith(hub_server.url)
