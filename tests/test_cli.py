@@ -149,7 +149,7 @@ def test_generate_prints_one_output_per_line(trained_model, capsys, monkeypatch)
 
 
 def test_generate_plot_writes_a_png(trained_model, tmp_path, capsys):
-    pytest.importorskip("matplotlib")
+    import matplotlib  # noqa: F401  (the test extra installs it; a missing plot dependency must fail here)
     for extra, name in (([], "at.png"), (["--non_autoregressive", "--nat_iterations", "2"], "nat.png")):
         png = tmp_path / name
         assert generate_main(["--model", str(trained_model), "--text", SOURCES[1], SOURCES[0], "--plot", str(png),

@@ -41,7 +41,7 @@ class TrainState:
     format: str = "copynat-trainer-state/1"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temporary file + fsync + os.replace: readers see the old or the new file, never a torn one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as handle:
@@ -149,7 +149,7 @@ def save_checkpoint(accelerator, output_dir: Path, state: TrainState, *, tokeniz
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(root)
-        _atomic_write_text(root / "latest", name + "\n")
+        atomic_write_text(root / "latest", name + "\n")
         _prune_checkpoints(output_dir, keep, protect=state.best_step)
     accelerator.wait_for_everyone()
     return final

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoints import _atomic_write_text
+from .checkpoints import atomic_write_text
 from .data import Seq2SeqCollator, example_lengths
 
 
@@ -126,7 +126,7 @@ class MetricsLog:
                 record = json.loads(line)
                 if record.get("step", 0) <= step and record.get("event") != "final":
                     kept.append(line)
-        _atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
 
 def plot_training_curves(metrics_path: Path, png_path: Path) -> bool:

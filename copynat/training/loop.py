@@ -81,7 +81,7 @@ import torch
 from .arguments import (DEFAULT_VOCAB_SIZE, ECHO_VOCAB_SIZE, FINETUNE_FIELDS, ModelArguments, TrainArguments,
                         parse_decodings, resolve_defaults)
 from .data import DataArguments, Seq2SeqCollator, TokenBudgetBatchSampler, example_lengths, load_raw_datasets, tokenize_datasets
-from .checkpoints import (CHECKPOINT_PREFIX, STATE_FILE, TrainState, _atomic_write_text, _remove_stale_temporaries,
+from .checkpoints import (CHECKPOINT_PREFIX, STATE_FILE, TrainState, atomic_write_text, _remove_stale_temporaries,
                           find_checkpoint, load_model_weights, save_checkpoint)
 from .errors import TrainingInterrupted, UsageError
 from .evaluation import MetricsLog, evaluate_generation, plot_training_curves
@@ -490,7 +490,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                      "steps_per_epoch": steps_per_epoch, **filled_defaults},
     }
     if main:
-        _atomic_write_text(output_dir / "training_args.json", json.dumps(run_info, indent=2, default=str))
+        atomic_write_text(output_dir / "training_args.json", json.dumps(run_info, indent=2, default=str))
     if trackers:
         hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v))
                    for group in ("model_args", "train_args") for k, v in run_info[group].items()}
@@ -795,10 +795,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     }
     push_error = None
     if main:
-        _atomic_write_text(output_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        atomic_write_text(output_dir / "results.json", json.dumps(results, indent=2) + "\n")
         if predictions.get("test"):
             first = next(iter(decodings))
-            _atomic_write_text(output_dir / f"test_predictions.{first}.txt",
+            atomic_write_text(output_dir / f"test_predictions.{first}.txt",
                                "".join(p.replace("\n", " ") + "\n" for p in predictions["test"][first]))
         if train_args.plot:
             if not plot_training_curves(output_dir / "metrics.jsonl", output_dir / "training_curves.png"):
