@@ -29,7 +29,6 @@ are written to `benchmarks/results/nat_speed_profile.txt`.
 from __future__ import annotations
 
 import argparse
-import inspect
 import statistics
 import sys
 import time
@@ -225,8 +224,8 @@ def arithmetic_floor(call, repeats: int, deadline: float | None = None) -> dict:
 @torch.no_grad()
 def stage_breakdown(model, source, mask, repeats: int) -> dict:
     """Median seconds of the stages of one NAT pass, replayed from the model's public pieces as
-    `non_autoregressive_generate` calls them (the argmax on probabilities via `most_likely_tokens` where the model
-    has it, else `log_probs(...).max`)."""
+    `non_autoregressive_generate` calls them (output head without the [batch, tgt, vocab] mixture, then
+    `most_likely_tokens`)."""
     config = model.config
     encoder = model.model.encoder(input_ids=source, attention_mask=mask)
     states, source_mask = encoder.last_hidden_state, mask.bool()
@@ -236,9 +235,7 @@ def stage_breakdown(model, source, mask, repeats: int) -> dict:
     decoded = model.model.decoder(inputs_embeds=embeds, encoder_hidden_states=states, encoder_padding_mask=source_mask,
                                   decoder_padding_mask=target_mask, causal=False, use_cache=False).last_hidden_state
     vocab_logits = model.lm_head(decoded)
-    on_probabilities = hasattr(model, "most_likely_tokens") and "log" in inspect.signature(model.output_head).parameters
-    head_kwargs = {"log": False} if on_probabilities else {}
-    head_output = model.output_head(decoded, embeds, states, source, source_mask, **head_kwargs)[0]
+    head = model.output_head(decoded, embeds, states, source, source_mask, mixture=False)
     stages = {
         "encoder": lambda: model.model.encoder(input_ids=source, attention_mask=mask),
         "length predictor": lambda: model.length_predictor(states, source_mask).float().log_softmax(-1).topk(1),
@@ -248,12 +245,9 @@ def stage_breakdown(model, source, mask, repeats: int) -> dict:
         "lm_head": lambda: model.lm_head(decoded),
     }
     if model.copy_generator is not None:
-        stages["copy mixture (CopyGenerator)"] = lambda: model.copy_generator(
-            vocab_logits, decoded, embeds, states, source, source_mask, **head_kwargs)
-    if on_probabilities:
-        stages["most_likely_tokens"] = lambda: model.most_likely_tokens(head_output)
-    else:
-        stages["log_probs + max over vocab"] = lambda: model.log_probs(head_output).max(dim=-1)
+        stages["copy attention + gate (CopyGenerator)"] = lambda: model.copy_generator(
+            vocab_logits, decoded, embeds, states, source, source_mask, mixture=False)
+    stages["most_likely_tokens"] = lambda: model.most_likely_tokens(head, source)
     stages["_cut_after_eos"] = lambda: _cut_after_eos(tokens, target_mask, config)
     stages["whole NAT generate()"] = lambda: model.generate(source, attention_mask=mask, non_autoregressive=True)
     times = common.time_interleaved(stages, repeats=repeats, warmup=1)

@@ -13,7 +13,8 @@ under the same machine load:
 Measured:
 
 1. training target tokens/s, batch 32, source 32, target 32 (random ids), forward + backward + AdamW step +
-   zero_grad, labels passed so each model computes its own loss (train mode, dropout on).
+   zero_grad, labels passed so each model computes its own loss (train mode, dropout on; copynat with
+   `return_logits=False`, as copynat-train calls it).
    Aims: copynat / Bart >= 1.1; copynat+copy / copynat >= 0.85 (the copy head costs at most 15 %).
 2. generate() latency, greedy and beam 4, batch 1 and 8, exactly 32 new tokens (min_new_tokens = max_new_tokens =
    32), KV cache on (eval mode, untrained models). Aim: Bart latency / copynat latency >= 1.0.
@@ -65,8 +66,12 @@ def build_models() -> dict[str, torch.nn.Module]:
 
 
 def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, source, mask, labels):
+    # copynat as copynat-train calls it: the loss only (a copy model then skips its [batch, tgt, vocab] mixture;
+    # the plain model computes the same either way). Bart has no such switch and needs its logits for its loss.
+    extra = {"return_logits": False} if not isinstance(model, BartForConditionalGeneration) else {}
+
     def step():
-        loss = model(input_ids=source, attention_mask=mask, labels=labels).loss
+        loss = model(input_ids=source, attention_mask=mask, labels=labels, **extra).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -36,9 +36,11 @@ def test_loss_equals_the_cross_entropy_of_the_returned_mixture():
         nll = F.nll_loss(log_p, labels.reshape(-1), ignore_index=-100, reduction="sum")
         reference = ((1 - smoothing) * nll - smoothing * log_p.mean(-1)[valid.reshape(-1)].sum()) / valid.sum()
         torch.testing.assert_close(out.loss, reference, atol=1e-5, rtol=1e-5)
-        gathered = torch.autograd.grad(out.loss, model.copy_generator.gate.weight, retain_graph=True)[0]
-        full = torch.autograd.grad(reference, model.copy_generator.gate.weight)[0]
-        torch.testing.assert_close(gathered, full, atol=1e-5, rtol=1e-4)
+        parameters = (model.copy_generator.gate.weight, model.copy_generator.key.weight, model.lm_head.weight)
+        gathered = torch.autograd.grad(out.loss, parameters, retain_graph=True)
+        full = torch.autograd.grad(reference, parameters)
+        for a, b in zip(gathered, full):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_with_p_gen_zero_the_distribution_is_the_scattered_copy_attention():
@@ -103,3 +105,24 @@ def test_a_trained_copy_model_copies_unseen_names_that_a_no_copy_model_cannot():
         results[use_copy] = (output[:, 1:5] == target).all(1).float().mean().item()
     assert results[True] >= 0.9, results
     assert results[False] <= 0.2, results
+
+
+def test_return_logits_false_gives_the_same_loss_without_the_mixture():
+    """copynat-train asks for the loss only: same loss and gradients, no [batch, tgt, vocab] log-mixture."""
+    input_ids, attention_mask, labels = source_and_labels()
+    for settings in (dict(), dict(label_smoothing=0.1), dict(decoder_mode="hybrid", label_smoothing=0.1),
+                     dict(use_copy_mechanism=False, label_smoothing=0.1)):
+        torch.manual_seed(0)
+        model = CopyNatForConditionalGeneration(tiny_config(dropout=0.0, **settings))
+        torch.manual_seed(1)  # the same NAT masking draw for both calls
+        full = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        torch.manual_seed(1)
+        lean = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, return_logits=False)
+        assert full.logits is not None and lean.logits is None, settings
+        torch.testing.assert_close(lean.loss, full.loss)
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        for a, b in zip(torch.autograd.grad(full.loss, parameters, allow_unused=True),
+                        torch.autograd.grad(lean.loss, parameters, allow_unused=True)):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a, b)

@@ -3,7 +3,10 @@
 import torch
 from conftest import VOCAB, copy_task_batch, tiny_config, train_steps
 
+from transformers.cache_utils import EncoderDecoderCache
+
 from copynat import CopyNatForConditionalGeneration
+from copynat.modeling.modeling_copynat import MonotonicAttention
 
 
 def test_guided_attention_loss_is_present_and_decreases():
@@ -53,10 +56,46 @@ def test_monotonic_decoding_constraint_is_respected():
         assert _left_of_floor_violations(sampled, window) == 0
 
 
+def _monotonic_path_log_prob(model, source, sequence, window: int) -> torch.Tensor:
+    """Sum of log-probs of `sequence` decoded step by step under the constraint (the path's own history)."""
+    cache = MonotonicAttention(window, model.config)
+    encoder_outputs = model.get_encoder()(input_ids=source)
+    total = torch.zeros(source.shape[0])
+    for t in range(sequence.shape[1] - 1):
+        out = model(input_ids=source, encoder_outputs=encoder_outputs, decoder_input_ids=sequence[:, t:t + 1],
+                    past_key_values=cache, use_cache=True)
+        total += out.logits[:, -1].log_softmax(-1).gather(-1, sequence[:, t + 1:t + 2]).squeeze(-1)
+    return total
+
+
+def test_monotonic_decoding_follows_each_beam(monkeypatch):
+    """Beam search reorders the constraint's state with the KV cache: every returned beam's score is the score of
+    its own tokens under the constraint applied along its own history."""
+    torch.manual_seed(0)
+    model = CopyNatForConditionalGeneration(tiny_config()).eval()
+    source = torch.randint(5, VOCAB, (2, 12))
+    settings = dict(max_new_tokens=8, min_new_tokens=8, num_beams=4, num_return_sequences=4, length_penalty=0.0,
+                    return_dict_in_generate=True, output_scores=True)
+    free = model.generate(input_ids=source, **settings)
+    out = model.generate(input_ids=source, monotonic_window=0, **settings)
+    recomputed = _monotonic_path_log_prob(model, source.repeat_interleave(4, 0), out.sequences, window=0)
+    torch.testing.assert_close(out.sequences_scores, recomputed, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(free.sequences_scores, _monotonic_path_log_prob(
+        model, source.repeat_interleave(4, 0), free.sequences, window=0), atol=1e-3)  # the constraint bites
+    # without reordering the state with the beams, the scores stop matching the beams' own histories
+    monkeypatch.setattr(MonotonicAttention, "reorder_cache", lambda self, beam_idx: EncoderDecoderCache.reorder_cache(
+        self, beam_idx))
+    unordered = model.generate(input_ids=source, monotonic_window=0, **settings)
+    assert not torch.allclose(unordered.sequences_scores, _monotonic_path_log_prob(
+        model, source.repeat_interleave(4, 0), unordered.sequences, window=0), atol=1e-3)
+
+
 def test_monotonic_decoding_keeps_a_monotonic_model_exact(trained_hybrid_model):
     source, target = copy_task_batch(8, 6, torch.Generator().manual_seed(5))
     out = trained_hybrid_model.generate(input_ids=source, max_new_tokens=8, monotonic_window=1)
     assert torch.equal(out[:, 1:1 + target.shape[1]], target)
+    beams = trained_hybrid_model.generate(input_ids=source, max_new_tokens=8, monotonic_window=1, num_beams=3)
+    assert torch.equal(beams[:, 1:1 + target.shape[1]], target)
 
 
 def test_monotonic_decoding_refuses_what_it_cannot_do():
@@ -64,7 +103,7 @@ def test_monotonic_decoding_refuses_what_it_cannot_do():
 
     model = CopyNatForConditionalGeneration(tiny_config(decoder_mode="hybrid")).eval()
     source = torch.randint(5, VOCAB, (2, 6))
-    for kwargs, message in ((dict(num_beams=3), "num_beams=1"), (dict(monotonic_window=-1), "int >= 0"),
+    for kwargs, message in ((dict(use_cache=False), "use_cache=False"), (dict(monotonic_window=-1), "int >= 0"),
                             (dict(non_autoregressive=True), "non_autoregressive")):
         kwargs.setdefault("monotonic_window", 1)
         with pytest.raises(ValueError, match=message):

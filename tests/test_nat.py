@@ -130,3 +130,34 @@ def test_generation_config_can_default_to_nat(trained_hybrid_model, tmp_path):
     source, target = copy_task_batch(2, 6, torch.Generator().manual_seed(2))
     assert torch.equal(loaded.generate(source)[:, 1:], target)
     assert loaded.generate(source, non_autoregressive=False, max_new_tokens=3).shape == (2, 4)
+
+
+def test_most_likely_tokens_match_the_full_mixture_without_building_it():
+    """Parallel decoding picks each position's best token without the [batch, tgt, vocab] mixture; the winners and
+    their log-probs are those of the full distribution, with and without the copy mechanism, whether copying or
+    generation wins."""
+    torch.manual_seed(0)
+    input_ids = torch.randint(5, VOCAB, (4, 9))
+    input_ids[1, 6:] = 0  # padding
+    input_ids[2, 3] = input_ids[2, 5]  # a repeated source token
+    mask = input_ids != 0
+    for use_copy, gate_bias in ((True, -3.0), (True, 3.0), (False, None)):
+        torch.manual_seed(0)
+        model = CopyNatForConditionalGeneration(tiny_config(decoder_mode="nat", use_copy_mechanism=use_copy)).eval()
+        if use_copy:
+            with torch.no_grad():
+                model.copy_generator.gate.bias.fill_(gate_bias)  # p_gen ~ 0.05: copying wins; ~ 0.95: generation
+        states = model.model.encoder(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state
+        tokens = torch.full((4, 7), model.config.mask_token_id)
+        target_mask = torch.ones_like(tokens, dtype=torch.bool)
+        with torch.no_grad():
+            full = model.nat_pass(tokens, target_mask, states, input_ids, mask)
+            lean = model.nat_pass(tokens, target_mask, states, input_ids, mask, mixture=False)
+            scores, winners = model.most_likely_tokens(lean, input_ids)
+        reference_scores, reference_winners = model.log_probs(full.logits).max(-1)
+        assert (lean.logits is None) == use_copy  # a plain model's logits are its vocabulary logits: no extra cost
+        assert torch.equal(winners, reference_winners), (use_copy, gate_bias)
+        torch.testing.assert_close(scores, reference_scores, atol=1e-5, rtol=1e-5)
+        if use_copy:
+            from_source = winners != lean.vocab_logits.argmax(-1)
+            assert bool(from_source.all()) if gate_bias < 0 else not bool(from_source.any())

@@ -99,8 +99,8 @@ def non_autoregressive_generate(
     best_tokens, best_scores = tokens, torch.full((tokens.shape[0],), float("-inf"), device=device)
     for step in range(nat_iterations):
         masked = tokens == config.mask_token_id if step > 0 else target_mask
-        probabilities = model.nat_pass(tokens, target_mask, encoder_states, source_ids, row_source_mask, log=False).logits
-        step_scores, step_tokens = model.most_likely_tokens(probabilities)
+        head = model.nat_pass(tokens, target_mask, encoder_states, source_ids, row_source_mask, mixture=False)
+        step_scores, step_tokens = model.most_likely_tokens(head, source_ids)
         tokens = torch.where(masked, step_tokens, tokens)
         scores = torch.where(masked, step_scores, scores)
         average = (scores * target_mask).sum(1) / lengths

@@ -489,7 +489,7 @@ class CopyNatDecoder(nn.Module):
 class HeadOutput(NamedTuple):
     """The output head's view of each target position (a tuple: `logits, p_gen, copy_attention, _ = ...`)."""
 
-    logits: torch.Tensor  # vocabulary logits; with the copy mechanism log p_mix (p_mix itself when log=False)
+    logits: torch.Tensor | None  # vocabulary logits; with the copy mechanism log p_mix (None when mixture=False)
     p_gen: torch.Tensor | None  # [batch, tgt] generation probability (copy mechanism only)
     copy_attention: torch.Tensor | None  # [batch, tgt, src] copy distribution over source positions
     vocab_logits: torch.Tensor  # the generation logits before the copy mixture
@@ -508,9 +508,9 @@ class CopyGenerator(nn.Module):
         self.scale = d ** -0.5
 
     def forward(self, vocab_logits, decoder_states, decoder_inputs_embeds, encoder_states, source_ids, source_mask,
-                log: bool = True):
+                mixture: bool = True):
         """Returns (log p_mix [batch, tgt, vocab] in fp32, p_gen [batch, tgt], copy attention [batch, tgt, src]);
-        p_mix itself when `log=False` (parallel decoding only needs the argmax and its probability)."""
+        None for log p_mix when `mixture=False` (`loss_terms` and `most_likely` need only p_gen and the attention)."""
         # Its own eager attention: SDPA's cross-attention returns no weights, and copying needs explicit ones.
         scores = (self.query(decoder_states) @ self.key(encoder_states).transpose(1, 2)).float() * self.scale
         if source_mask is not None:
@@ -518,25 +518,62 @@ class CopyGenerator(nn.Module):
         copy_attention = scores.softmax(dim=-1)
         context = copy_attention.to(encoder_states.dtype) @ encoder_states
         p_gen = torch.sigmoid(self.gate(torch.cat((decoder_states, context, decoder_inputs_embeds), dim=-1)).float())
+        if not mixture:
+            return None, p_gen.squeeze(-1), copy_attention
         mixture = vocab_logits.float().softmax(dim=-1) * p_gen
         index = source_ids[:, None, :].expand(-1, decoder_states.shape[1], -1)
         # In place: `mixture` is a fresh product that autograd does not need to keep (saves a [B, T, V] copy).
         mixture.scatter_add_(-1, index, copy_attention * (1.0 - p_gen))
-        if not log:
-            return mixture, p_gen.squeeze(-1), copy_attention
         # Clamped so an impossible token costs log(1e-10) rather than -inf (no NaN in softmax, loss or beam scores).
         return mixture.clamp_min(1e-10).log(), p_gen.squeeze(-1), copy_attention
 
     @staticmethod
-    def label_log_probs(vocab_logits: torch.Tensor, p_gen: torch.Tensor, copy_attention: torch.Tensor,
-                        source_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """log p_mix(label) [batch, tgt] from gathered terms only: the same value as the full mixture at the label,
-        but the loss's backward pass then never touches a [batch, tgt, vocab] mixture (a plain model's cost)."""
+    def loss_terms(vocab_logits: torch.Tensor, p_gen: torch.Tensor, copy_attention: torch.Tensor,
+                   source_ids: torch.Tensor, source_mask: torch.Tensor | None, labels: torch.Tensor,
+                   smoothing: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(log p_mix(label), mean over the vocabulary of log p_mix or None), both [batch, tgt], from gathered terms
+        only: the loss's backward pass then never touches a [batch, tgt, vocab] mixture (a plain model's cost).
+
+        The mean (label smoothing's uniform term) uses that p_mix(w) = p_gen * softmax(w) for every w absent from the
+        source: it is log p_gen + mean(log softmax), corrected once per distinct source token. It is exact where the
+        returned `logits` clamp log p_mix at log 1e-10."""
+        logits = vocab_logits.float()
         safe = labels.clamp_min(0)
-        generated = -F.cross_entropy(vocab_logits.reshape(-1, vocab_logits.shape[-1]).float(), safe.reshape(-1),
+        # log softmax(label) by the fused cross-entropy kernel (one pass forward and backward)
+        generated = -F.cross_entropy(logits.reshape(-1, logits.shape[-1]), safe.reshape(-1),
                                      reduction="none").view_as(labels)
         copied = (copy_attention * (source_ids[:, None, :] == safe[..., None])).sum(-1)
-        return (p_gen * generated.exp() + (1.0 - p_gen) * copied).clamp_min(1e-10).log()
+        label = (p_gen * generated.exp() + (1.0 - p_gen) * copied).clamp_min(1e-10).log()
+        if not smoothing:
+            return label, None
+        normalizer = logits.logsumexp(dim=-1)  # [batch, tgt]
+        same_token = (source_ids[:, :, None] == source_ids[:, None, :]).float()  # [batch, src, src]
+        # Copy mass of each source position's token (all its occurrences); each distinct real token counted once.
+        token_mass = copy_attention @ same_token  # [batch, tgt, src]
+        once = source_mask.float() / same_token.sum(-1) if source_mask is not None else 1.0 / same_token.sum(-1)
+        index = source_ids[:, None, :].expand(-1, logits.shape[1], -1)
+        log_generated = (p_gen.clamp_min(1e-30).log() - normalizer)[..., None] + logits.gather(-1, index)
+        log_copied = (1.0 - p_gen).clamp_min(1e-30).log()[..., None] + token_mass.clamp_min(1e-30).log()
+        # log(p_gen s(w) + (1 - p_gen) c(w)) - log(p_gen s(w)), stable, and 0 where nothing is copied
+        correction = (F.softplus(log_copied - log_generated) * once[:, None, :]).sum(-1)
+        mean = p_gen.clamp_min(1e-30).log() + logits.mean(-1) - normalizer + correction / logits.shape[-1]
+        return label, mean
+
+
+    @staticmethod
+    def most_likely(logits, normalizer, top_logit, top_token, p_gen, copy_attention, source_ids
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """argmax of p_mix without the mixture: a token absent from the source has p_mix = p_gen * softmax, at most
+        the best vocabulary token's, so the winner is that token or one of the source tokens."""
+        top = p_gen * (top_logit - normalizer).exp() + (1.0 - p_gen) * (
+            copy_attention * (source_ids[:, None, :] == top_token[..., None])).sum(-1)
+        index = source_ids[:, None, :].expand(-1, logits.shape[1], -1)
+        source_softmax = (logits.gather(-1, index) - normalizer[..., None]).exp()
+        token_mass = copy_attention @ (source_ids[:, :, None] == source_ids[:, None, :]).float()
+        source_best, position = (p_gen[..., None] * source_softmax + (1.0 - p_gen[..., None]) * token_mass).max(-1)
+        from_source = source_best > top
+        tokens = torch.where(from_source, source_ids.gather(1, position), top_token)
+        return torch.where(from_source, source_best, top).clamp_min(1e-10).log(), tokens
 
 
 class LengthPredictor(nn.Module):
@@ -697,14 +734,15 @@ def guided_attention_loss(attention: torch.Tensor, target_mask: torch.Tensor, so
     return (weights * penalty).sum(-1)[target_mask].sum()
 
 
-class MonotonicAttention:
+class MonotonicAttention(EncoderDecoderCache):
     """Monotonic decoding for monotonic tasks (speech-like, transliteration): the cross-attention of step t may not
     look left of step t-1's most attended source position by more than `window` positions.
 
-    State carried across the incremental (KV-cached) steps of one `generate(monotonic_window=k)` call; rows never
-    change order in greedy search and sampling, which is why beam search is refused."""
+    The KV cache of one `generate(monotonic_window=k)` call, carrying beside keys and values each row's most attended
+    source position of the last step; beam search reorders both together, so every strategy keeps the constraint."""
 
-    def __init__(self, window: int):
+    def __init__(self, window: int, config: CopyNatConfig):
+        super().__init__(DynamicCache(config=config), DynamicCache(config=config))
         self.window = window
         self.position: torch.Tensor | None = None  # [batch] most attended source position of the last step
 
@@ -714,6 +752,11 @@ class MonotonicAttention:
     def step(self, cross_attention: torch.Tensor) -> None:
         """`cross_attention`: last decoder layer, [batch, heads, tgt, src]; the newest target position counts."""
         self.position = cross_attention[:, :, -1].mean(1).argmax(-1)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        super().reorder_cache(beam_idx)
+        if self.position is not None:
+            self.position = self.position.index_select(0, beam_idx.to(self.position.device))
 
 
 class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
@@ -743,9 +786,9 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
     # --- the one output head, shared by AT and NAT --------------------------------------------------------------------
 
     def output_head(self, decoder_states, decoder_inputs_embeds, encoder_states, source_ids, source_mask,
-                    log=True) -> HeadOutput:
+                    mixture=True) -> HeadOutput:
         """Decoder states -> HeadOutput(logits, p_gen, copy attention, vocab logits). With the copy mechanism the
-        logits are log p_mix (p_mix itself when `log=False`)."""
+        logits are log p_mix, None when `mixture=False` (`token_loss` and `most_likely_tokens` do without)."""
         vocab_logits = self.lm_head(decoder_states)
         if self.copy_generator is None:
             return HeadOutput(vocab_logits, None, None, vocab_logits)
@@ -753,33 +796,37 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
             raise ValueError("the copy mechanism needs the source token ids: pass input_ids, or encoder_outputs "
                              "produced by this model's encoder (they carry source_ids)")
         mixed, p_gen, copy_attention = self.copy_generator(vocab_logits, decoder_states, decoder_inputs_embeds,
-                                                           encoder_states, source_ids, source_mask, log=log)
+                                                           encoder_states, source_ids, source_mask, mixture=mixture)
         return HeadOutput(mixed, p_gen, copy_attention, vocab_logits)
 
-    def token_loss(self, head: HeadOutput, labels: torch.Tensor, source_ids: torch.Tensor | None) -> torch.Tensor:
+    def token_loss(self, head: HeadOutput, labels: torch.Tensor, source_ids: torch.Tensor | None,
+                   source_mask: torch.Tensor | None) -> torch.Tensor:
         """Summed (label-smoothed) cross-entropy of the output head over positions whose label is not -100."""
         smoothing = self.config.label_smoothing
         if self.copy_generator is None:
             return F.cross_entropy(head.logits.reshape(-1, head.logits.shape[-1]).float(), labels.reshape(-1),
                                    ignore_index=-100, reduction="sum", label_smoothing=smoothing)
         valid = labels != -100
-        nll = -self.copy_generator.label_log_probs(head.vocab_logits, head.p_gen, head.copy_attention, source_ids,
-                                                   labels)[valid].sum()
-        if smoothing == 0:
+        label, mean = self.copy_generator.loss_terms(head.vocab_logits, head.p_gen, head.copy_attention, source_ids,
+                                                     source_mask, labels, smoothing=smoothing > 0)
+        nll = -label[valid].sum()
+        if mean is None:
             return nll
-        # The smoothing term is the mean log-probability over the whole vocabulary: it needs the full mixture.
-        return (1.0 - smoothing) * nll - smoothing * head.logits.float().mean(dim=-1)[valid].sum()
+        return (1.0 - smoothing) * nll - smoothing * mean[valid].sum()
 
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         return logits if self.copy_generator is not None else logits.float().log_softmax(-1)
 
-    def most_likely_tokens(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log-prob, id) of the most likely token at each position, from `output_head(..., log=False)`: one max
-        over the vocabulary, and a log of the winners only."""
-        best, tokens = scores.max(dim=-1)
-        if self.copy_generator is not None:
-            return best.clamp_min(1e-10).log(), tokens
-        return best.float() - scores.float().logsumexp(dim=-1), tokens
+    def most_likely_tokens(self, head: HeadOutput, source_ids: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-prob, id) of the most likely token at each position, from `output_head(..., mixture=False)`: the
+        [batch, tgt, vocab] distribution is never built (parallel decoding needs only the winners)."""
+        logits = head.vocab_logits.float()
+        top_logit, top_token = logits.max(dim=-1)
+        normalizer = logits.logsumexp(dim=-1)
+        if self.copy_generator is None:
+            return top_logit - normalizer, top_token
+        return self.copy_generator.most_likely(logits, normalizer, top_logit, top_token, head.p_gen,
+                                               head.copy_attention, source_ids)
 
     # --- non-autoregressive decoding: inputs and one parallel pass ---------------------------------------------------
 
@@ -796,13 +843,14 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
         index = index.clamp(max=(src_len - 1)[:, None].clamp_min(0))
         return source_embeds.gather(1, index[..., None].expand(-1, -1, source_embeds.shape[-1]))
 
-    def nat_pass(self, tokens, target_mask, encoder_states, source_ids, source_mask, log=True):
+    def nat_pass(self, tokens, target_mask, encoder_states, source_ids, source_mask, mixture=True):
         """One parallel decoder pass: the same decoder without the causal mask, the same output head."""
         embeds = self.nat_decoder_inputs(tokens, target_mask, source_ids, source_mask)
         decoded = self.model.decoder(inputs_embeds=embeds, encoder_hidden_states=encoder_states,
                                      encoder_padding_mask=source_mask, decoder_padding_mask=target_mask, causal=False,
                                      use_cache=False)
-        return self.output_head(decoded.last_hidden_state, embeds, encoder_states, source_ids, source_mask, log=log)
+        return self.output_head(decoded.last_hidden_state, embeds, encoder_states, source_ids, source_mask,
+                                mixture=mixture)
 
     def nat_training_tokens(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Conditional masked LM (Mask-Predict): hide a uniformly random number (1..length) of target tokens behind
@@ -836,7 +884,7 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         output_copy_info: bool = False,
         return_dict: bool | None = None,
-        monotonic_attention: MonotonicAttention | None = None,
+        return_logits: bool = True,
         **kwargs,
     ) -> CopyNatSeq2SeqLMOutput:
         r"""
@@ -844,12 +892,16 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
             `config.decoder_mode`: "ar" teacher-forced cross-entropy, "nat" masked-target cross-entropy plus length
             loss, "hybrid" both. `decoder_input_ids` are shifted from `labels` when absent.
         output_copy_info (`bool`): return p_gen and the copy attention per target position.
-        monotonic_attention (`MonotonicAttention`, set by `generate(monotonic_window=k)`): monotonic decoding state.
+        return_logits (`bool`, True): False returns `logits=None` when `labels` are given, and a copy model then
+            never builds its [batch, tgt, vocab] log-mixture: the loss needs only gathered terms (faster training;
+            copynat-train passes it). Ignored without labels.
+        past_key_values (`Cache`): the KV cache; a `MonotonicAttention` cache (from `generate(monotonic_window=k)`)
+            also applies and tracks the monotonic decoding constraint.
         num_items_in_batch (kwarg, from Trainer): the loss is a sum divided by it, so gradient accumulation is exact.
         """
         config = self.config
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
-        monotonic = monotonic_attention
+        monotonic = past_key_values if isinstance(past_key_values, MonotonicAttention) else None
         if labels is not None:
             use_cache = False
             if labels.dim() != 2:
@@ -896,10 +948,10 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
             if monotonic is not None:
                 monotonic.step(decoder_outputs.cross_attentions[-1])
             head = self.output_head(decoder_outputs.last_hidden_state, decoder_inputs_embeds, encoder_states,
-                                    source_ids, source_mask)
+                                    source_ids, source_mask, mixture=return_logits or labels is None)
             logits, p_gen, copy_attention = head.logits, head.p_gen, head.copy_attention
             if labels is not None:
-                losses["ar_loss"] = self.token_loss(head, labels, source_ids) / local_items.clamp_min(1) * share
+                losses["ar_loss"] = self.token_loss(head, labels, source_ids, source_mask) / local_items.clamp_min(1) * share
                 if guided:
                     losses["guided_attention_loss"] = guided_attention_loss(
                         decoder_outputs.cross_attentions[-1], labels != -100, source_mask, config.guided_attention_sigma
@@ -909,13 +961,14 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
             length_logits = self.length_predictor(encoder_states, source_mask)
         if labels is not None and config.decoder_mode != "ar":
             tokens, predicted = self.nat_training_tokens(labels)
-            nat_head = self.nat_pass(tokens, labels != -100, encoder_states, source_ids, source_mask)
+            nat_head = self.nat_pass(tokens, labels != -100, encoder_states, source_ids, source_mask,
+                                     mixture=return_logits)
             nat_labels = labels.masked_fill(~predicted, -100)
-            losses["nat_loss"] = self.token_loss(nat_head, nat_labels, source_ids) / predicted.sum().clamp_min(1) * share
+            losses["nat_loss"] = self.token_loss(nat_head, nat_labels, source_ids, source_mask) / predicted.sum().clamp_min(1) * share
             source_lengths = source_mask.sum(1) if source_mask is not None else torch.full_like(labels[:, 0], source_ids.shape[1])
             length_targets = self.length_predictor.length_to_class((labels != -100).sum(1), source_lengths)
             losses["length_loss"] = F.cross_entropy(length_logits.float(), length_targets) * share
-            if logits is None:
+            if decoder_outputs is None:
                 logits, p_gen, copy_attention = nat_head.logits, nat_head.p_gen, nat_head.copy_attention
 
         loss = None
@@ -924,7 +977,7 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
             loss = sum(value * weights.get(name, 1.0) for name, value in losses.items())
         output = CopyNatSeq2SeqLMOutput(
             loss=loss,
-            logits=logits,
+            logits=logits if return_logits or labels is None else None,
             past_key_values=decoder_outputs.past_key_values if decoder_outputs is not None else None,
             decoder_hidden_states=decoder_outputs.decoder_hidden_states if decoder_outputs is not None else None,
             decoder_attentions=decoder_outputs.decoder_attentions if decoder_outputs is not None else None,
@@ -949,7 +1002,7 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
           `generation_copynat.non_autoregressive_generate`);
         - `output_copy_info=True` (AR): the returned `GenerateOutput` also carries `p_gen` and `copy_attention` of
           the generated tokens, recomputed in one teacher-forced pass;
-        - `monotonic_window=k` (AR greedy or sampling): monotonic decoding, see `MonotonicAttention`.
+        - `monotonic_window=k` (AR: greedy, sampling, beam search): monotonic decoding, see `MonotonicAttention`.
         """
         nat_arguments = pop_nat_arguments(kwargs, generation_config or self.generation_config)
         monotonic_window = kwargs.pop("monotonic_window", None)
@@ -962,10 +1015,10 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
                 raise ValueError(f"monotonic_window must be an int >= 0 (source positions the attention may step "
                                  f"back), got {monotonic_window!r}")
             settings = generation_config or self.generation_config
-            if kwargs.get("num_beams", settings.num_beams or 1) > 1 or not kwargs.get("use_cache", True):
-                raise ValueError("monotonic_window works with greedy search and sampling on the KV cache "
-                                 "(num_beams=1, use_cache=True): beams reorder rows between steps")
-            kwargs["monotonic_attention"] = MonotonicAttention(monotonic_window)
+            if not kwargs.get("use_cache", settings.use_cache) or kwargs.get("past_key_values") is not None:
+                raise ValueError("monotonic_window keeps its state in the KV cache it creates: drop use_cache=False "
+                                 "and past_key_values")
+            kwargs["past_key_values"] = MonotonicAttention(monotonic_window, self.config)
         mask = kwargs.get("attention_mask")
         if mask is not None and mask.dim() == 3 and kwargs.get("encoder_outputs") is None:
             # generate() takes only 2-D masks: encode with the graph mask here, and hand on the padding mask.

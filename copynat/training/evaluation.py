@@ -52,7 +52,7 @@ def evaluate_generation(accelerator, model, tokenizer, dataset, decodings: dict[
             totals = torch.zeros(5, dtype=torch.float64, device=device)
             for indices in mine:
                 batch = collate(indices)
-                output = unwrapped(**batch)
+                output = unwrapped(**batch, return_logits=False)
                 tokens = (batch["labels"] != -100).sum()
                 totals[0] += tokens
                 for slot, name in enumerate(("loss", "ar_loss", "nat_loss", "length_loss"), start=1):

@@ -581,7 +581,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                     batch["decoder_input_ids"] = decoder_input_ids
                     values["replaced_fraction"] = values.get("replaced_fraction", 0.0) + float(
                         replaced.sum() / max(1, int((batch["labels"] != -100).sum()))) / len(batches)
-                output = model(**batch)
+                output = model(**batch, return_logits=False)  # the loss only: no [batch, tgt, vocab] mixture
                 loss = output.loss
                 if train_args.objective == "rl":
                     rl_loss, rewards = self_critical_loss(
