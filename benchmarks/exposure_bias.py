@@ -77,6 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--output", default="exposure_bias", help="stem of the result files in benchmarks/results")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of both runs (the data stays the same)")
     parser.add_argument("--schedule", default="linear", choices=["linear", "exponential", "inverse_sigmoid"])
     parser.add_argument("--min_prob", type=float, default=0.5, help="lowest teacher-forcing probability")
     args = parser.parse_args()
@@ -89,8 +90,8 @@ def main() -> None:
         for schedule in ("none", args.schedule):
             out = Path(tmp) / schedule
             argv = ["--output_dir", str(out), "--max_steps", str(args.steps), "--scheduled_sampling", schedule,
-                    "--scheduled_sampling_min_prob", str(args.min_prob), "--progress_bar", "false", "--plot", "false",
-                    "--report_to", "none"]
+                    "--scheduled_sampling_min_prob", str(args.min_prob), "--seed", str(args.seed),
+                    "--progress_bar", "false", "--plot", "false", "--report_to", "none"]
             results = train(*parse_train_args(argv))
             forced, free, in_order = token_accuracies(out, sources, targets)
             greedy = results["metrics"]["test"]["greedy"]
@@ -100,7 +101,7 @@ def main() -> None:
                          "free_running_in_order_accuracy": in_order, "in_order_gap": forced - in_order,
                          "test_exact_match": greedy["exact_match"], "test_bleu": greedy["bleu"]})
     lines = [f"# Exposure bias on the echo task (unseen-entity test split, {len(sources)} sentences), "
-             f"{args.steps} updates per run", "",
+             f"{args.steps} updates per run, seed {args.seed}", "",
              "| scheduled sampling | token acc. teacher forced | free running (greedy), positional | gap | "
              "free running, in order | gap | exact match | BLEU | train s |", "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['scheduled_sampling']} | {r['teacher_forced_accuracy']:.2f} | {r['free_running_accuracy']:.2f} | "
@@ -114,7 +115,8 @@ def main() -> None:
     print(report)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.output}.json").write_text(json.dumps({"rows": rows, "schedule": args.schedule,
-                                                             "min_prob": args.min_prob, "steps": args.steps}, indent=2))
+                                                             "min_prob": args.min_prob, "steps": args.steps,
+                                                             "seed": args.seed}, indent=2))
     (RESULTS / f"{args.output}.md").write_text(report + "\n")
 
 

@@ -108,25 +108,17 @@ def main() -> None:
     rows = test_rows("AT + copy", teacher) + test_rows("hybrid NAT (distilled)", student)
     lines = [f"# Multi30k En->De, test_2016_flickr (sacreBLEU 13a, cased), preset {args.preset}, training budget "
              f"{args.budget_minutes:g} min (AT+copy) / {args.student_budget_minutes or args.budget_minutes:g} min "
-             f"(hybrid NAT), distillation beam {args.distill_beams}" + (" — quick smoke run" if args.quick else ""), "",
-             "| model | decoding | BLEU | chrF | decode test (s) | steps | train min |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['decoding']} | {r['bleu']:.2f} | {r['chrf']:.2f} | "
-              f"{r['decode_seconds'] if r['decode_seconds'] is not None else '-'} | {r['steps']} | {r['train_minutes']} |"
-              for r in rows]
-    lines += ["", f"distillation of the training set: {distill_seconds:.0f} s; whole benchmark "
-              f"{(time.time() - started) / 60:.1f} min. Peer: Bart 32.3 greedy / 33.9 beam 4 after 30 min."]
-    report = "\n".join(lines)
-    print(report)
-    RESULTS.mkdir(exist_ok=True)
-    stem = "multi30k_quick" if args.quick else "multi30k"
-    (RESULTS / f"{stem}.json").write_text(json.dumps({
+             f"(hybrid NAT), distillation beam {args.distill_beams}" + (" — quick smoke run" if args.quick else ""), ""]
+    lines += table_lines(rows) + ["", f"distillation of the training set: {distill_seconds:.0f} s; whole benchmark "
+                                  f"{(time.time() - started) / 60:.1f} min. Peer: Bart 32.3 greedy / 33.9 beam 4 after "
+                                  "30 min."]
+    publish("multi30k_quick" if args.quick else "multi30k", lines, {
         "rows": rows, "budget_minutes": args.budget_minutes,
         "student_budget_minutes": args.student_budget_minutes or args.budget_minutes,
         "distill_beams": args.distill_beams, "distill_seconds": distill_seconds,
         "validation": {name: run["metrics"].get("validation") for name, run in (("at_copy", teacher),
                                                                                 ("hybrid_nat", student))},
-        "training": {"at_copy": teacher["training"], "hybrid_nat": student["training"]}}, indent=2))
-    (RESULTS / f"{stem}.md").write_text(report + "\n")
+        "training": {"at_copy": teacher["training"], "hybrid_nat": student["training"]}})
     if not args.quick:
         from copynat.training.model_card import write_reference_card
 
@@ -148,23 +140,32 @@ def test_rows(name: str, run: dict) -> list[dict]:
             for decoding, scores in run["metrics"]["test"].items() if isinstance(scores, dict) and "bleu" in scores]
 
 
-def report_at_only(args, teacher: dict) -> None:
-    rows = test_rows("AT + copy", teacher)
-    lines = [f"# Multi30k En->De, test_2016_flickr (sacreBLEU 13a, cased), preset {args.preset}, AT+copy only, "
-             f"training budget {args.budget_minutes:g} min" + (" — quick smoke run" if args.quick else ""), "",
-             "| model | decoding | BLEU | chrF | decode test (s) | steps | train min |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['decoding']} | {r['bleu']:.2f} | {r['chrf']:.2f} | {r['decode_seconds']} | "
-              f"{r['steps']} | {r['train_minutes']} |" for r in rows]
-    lines += ["", f"Peer: Bart 32.3 greedy / 33.9 beam 4 after 30 min on this CPU. Training run wall time (with its "
-              f"evaluations and the test decoding): {teacher['training']['total_seconds'] / 60:.1f} min."]
+def table_lines(rows: list[dict]) -> list[str]:
+    return ["| model | decoding | BLEU | chrF | decode test (s) | steps | train min |", "|---|---|---|---|---|---|---|"] + [
+        f"| {r['model']} | {r['decoding']} | {r['bleu']:.2f} | {r['chrf']:.2f} | "
+        f"{r['decode_seconds'] if r['decode_seconds'] is not None else '-'} | {r['steps']} | {r['train_minutes']} |"
+        for r in rows]
+
+
+def publish(stem: str, lines: list[str], payload: dict) -> None:
+    """Print the report and write benchmarks/results/<stem>.md and .json."""
     report = "\n".join(lines)
     print(report)
     RESULTS.mkdir(exist_ok=True)
-    stem = "multi30k_at_quick" if args.quick else "multi30k_at"
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"rows": rows, "budget_minutes": args.budget_minutes,
-                                                      "validation": teacher["metrics"].get("validation"),
-                                                      "training": teacher["training"]}, indent=2))
+    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2))
     (RESULTS / f"{stem}.md").write_text(report + "\n")
+
+
+def report_at_only(args, teacher: dict) -> None:
+    rows = test_rows("AT + copy", teacher)
+    lines = [f"# Multi30k En->De, test_2016_flickr (sacreBLEU 13a, cased), preset {args.preset}, AT+copy only, "
+             f"training budget {args.budget_minutes:g} min" + (" — quick smoke run" if args.quick else ""), ""]
+    lines += table_lines(rows) + ["", f"Peer: Bart 32.3 greedy / 33.9 beam 4 after 30 min on this CPU. Training run "
+                                  f"wall time (with its evaluations and the test decoding): "
+                                  f"{teacher['training']['total_seconds'] / 60:.1f} min."]
+    publish("multi30k_at_quick" if args.quick else "multi30k_at", lines, {
+        "rows": rows, "budget_minutes": args.budget_minutes, "validation": teacher["metrics"].get("validation"),
+        "training": teacher["training"]})
 
 
 if __name__ == "__main__":
