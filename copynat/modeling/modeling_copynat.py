@@ -559,7 +559,6 @@ class CopyGenerator(nn.Module):
         mean = p_gen.clamp_min(1e-30).log() + logits.mean(-1) - normalizer + correction / logits.shape[-1]
         return label, mean
 
-
     @staticmethod
     def most_likely(logits, normalizer, top_logit, top_token, p_gen, copy_attention, source_ids
                     ) -> tuple[torch.Tensor, torch.Tensor]:
