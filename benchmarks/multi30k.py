@@ -159,7 +159,8 @@ def publish(stem: str, lines: list[str], payload: dict) -> None:
 def report_at_only(args, teacher: dict) -> None:
     rows = test_rows("AT + copy", teacher)
     lines = [f"# Multi30k En->De, test_2016_flickr (sacreBLEU 13a, cased), preset {args.preset}, AT+copy only, "
-             f"training budget {args.budget_minutes:g} min" + (" — quick smoke run" if args.quick else ""), ""]
+             f"training budget {args.budget_minutes:g} min, learning rate {args.learning_rate:g}"
+             + (" — quick smoke run" if args.quick else ""), ""]
     lines += table_lines(rows) + ["", f"Peer: Bart 32.3 greedy / 33.9 beam 4 after 30 min on this CPU. Training run "
                                   f"wall time (with its evaluations and the test decoding): "
                                   f"{teacher['training']['total_seconds'] / 60:.1f} min."]
