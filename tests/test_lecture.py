@@ -83,8 +83,7 @@ def test_monotonic_decoding_follows_each_beam(monkeypatch):
     assert not torch.allclose(free.sequences_scores, _monotonic_path_log_prob(
         model, source.repeat_interleave(4, 0), free.sequences, window=0), atol=1e-3)  # the constraint bites
     # without reordering the state with the beams, the scores stop matching the beams' own histories
-    monkeypatch.setattr(MonotonicAttention, "reorder_cache", lambda self, beam_idx: EncoderDecoderCache.reorder_cache(
-        self, beam_idx))
+    monkeypatch.setattr(MonotonicAttention, "reorder_cache", EncoderDecoderCache.reorder_cache)
     unordered = model.generate(input_ids=source, monotonic_window=0, **settings)
     assert not torch.allclose(unordered.sequences_scores, _monotonic_path_log_prob(
         model, source.repeat_interleave(4, 0), unordered.sequences, window=0), atol=1e-3)

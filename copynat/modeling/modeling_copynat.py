@@ -528,6 +528,20 @@ class CopyGenerator(nn.Module):
         return mixture.clamp_min(1e-10).log(), p_gen.squeeze(-1), copy_attention
 
     @staticmethod
+    def copy_mass(copy_attention: torch.Tensor, source_ids: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Copy attention summed over the source positions that hold `tokens` [batch, tgt]: [batch, tgt]."""
+        return (copy_attention * (source_ids[:, None, :] == tokens[..., None])).sum(-1)
+
+    @staticmethod
+    def at_source_tokens(logits: torch.Tensor, normalizer: torch.Tensor, copy_attention: torch.Tensor,
+                         source_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per source position j, at every target position: log softmax of j's token and the copy mass of j's token
+        over all its occurrences (both [batch, tgt, src]), and how often j's token occurs in the source [batch, src]."""
+        same_token = (source_ids[:, :, None] == source_ids[:, None, :]).float()  # [batch, src, src]
+        index = source_ids[:, None, :].expand(-1, logits.shape[1], -1)
+        return logits.gather(-1, index) - normalizer[..., None], copy_attention @ same_token, same_token.sum(-1)
+
+    @staticmethod
     def loss_terms(vocab_logits: torch.Tensor, p_gen: torch.Tensor, copy_attention: torch.Tensor,
                    source_ids: torch.Tensor, source_mask: torch.Tensor | None, labels: torch.Tensor,
                    smoothing: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -542,21 +556,22 @@ class CopyGenerator(nn.Module):
         # log softmax(label) by the fused cross-entropy kernel (one pass forward and backward)
         generated = -F.cross_entropy(logits.reshape(-1, logits.shape[-1]), safe.reshape(-1),
                                      reduction="none").view_as(labels)
-        copied = (copy_attention * (source_ids[:, None, :] == safe[..., None])).sum(-1)
+        copied = CopyGenerator.copy_mass(copy_attention, source_ids, safe)
         label = (p_gen * generated.exp() + (1.0 - p_gen) * copied).clamp_min(1e-10).log()
         if not smoothing:
             return label, None
         normalizer = logits.logsumexp(dim=-1)  # [batch, tgt]
-        same_token = (source_ids[:, :, None] == source_ids[:, None, :]).float()  # [batch, src, src]
-        # Copy mass of each source position's token (all its occurrences); each distinct real token counted once.
-        token_mass = copy_attention @ same_token  # [batch, tgt, src]
-        once = source_mask.float() / same_token.sum(-1) if source_mask is not None else 1.0 / same_token.sum(-1)
-        index = source_ids[:, None, :].expand(-1, logits.shape[1], -1)
-        log_generated = (p_gen.clamp_min(1e-30).log() - normalizer)[..., None] + logits.gather(-1, index)
+        source_log_softmax, token_mass, occurrences = CopyGenerator.at_source_tokens(logits, normalizer,
+                                                                                     copy_attention, source_ids)
+        once = 1.0 / occurrences  # each distinct real token counted once
+        if source_mask is not None:
+            once = once * source_mask
+        log_p_gen = p_gen.clamp_min(1e-30).log()
+        log_generated = log_p_gen[..., None] + source_log_softmax
         log_copied = (1.0 - p_gen).clamp_min(1e-30).log()[..., None] + token_mass.clamp_min(1e-30).log()
         # log(p_gen s(w) + (1 - p_gen) c(w)) - log(p_gen s(w)), stable, and 0 where nothing is copied
         correction = (F.softplus(log_copied - log_generated) * once[:, None, :]).sum(-1)
-        mean = p_gen.clamp_min(1e-30).log() + logits.mean(-1) - normalizer + correction / logits.shape[-1]
+        mean = log_p_gen + logits.mean(-1) - normalizer + correction / logits.shape[-1]
         return label, mean
 
     @staticmethod
@@ -564,12 +579,12 @@ class CopyGenerator(nn.Module):
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """argmax of p_mix without the mixture: a token absent from the source has p_mix = p_gen * softmax, at most
         the best vocabulary token's, so the winner is that token or one of the source tokens."""
-        top = p_gen * (top_logit - normalizer).exp() + (1.0 - p_gen) * (
-            copy_attention * (source_ids[:, None, :] == top_token[..., None])).sum(-1)
-        index = source_ids[:, None, :].expand(-1, logits.shape[1], -1)
-        source_softmax = (logits.gather(-1, index) - normalizer[..., None]).exp()
-        token_mass = copy_attention @ (source_ids[:, :, None] == source_ids[:, None, :]).float()
-        source_best, position = (p_gen[..., None] * source_softmax + (1.0 - p_gen[..., None]) * token_mass).max(-1)
+        top = p_gen * (top_logit - normalizer).exp() + (1.0 - p_gen) * CopyGenerator.copy_mass(
+            copy_attention, source_ids, top_token)
+        source_log_softmax, token_mass, _ = CopyGenerator.at_source_tokens(logits, normalizer, copy_attention,
+                                                                           source_ids)
+        source_best, position = (p_gen[..., None] * source_log_softmax.exp()
+                                 + (1.0 - p_gen[..., None]) * token_mass).max(-1)
         from_source = source_best > top
         tokens = torch.where(from_source, source_ids.gather(1, position), top_token)
         return torch.where(from_source, source_best, top).clamp_min(1e-10).log(), tokens
