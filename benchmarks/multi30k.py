@@ -50,6 +50,11 @@ def main() -> None:
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--warmup_steps", type=int, default=400,
                         help="inverse-sqrt warm-up; short, since a 30-minute CPU budget is ~1,500 updates")
+    parser.add_argument("--lr_scheduler", default="inverse_sqrt", choices=("inverse_sqrt", "linear", "cosine", "constant"),
+                        help="schedule after warm-up; linear and cosine decay to 0 at --max_steps")
+    parser.add_argument("--max_steps", type=int, default=None,
+                        help="update cap (the time budget still applies); linear/cosine need it: set it to the "
+                             "updates the budget allows (~1,450 for preset small in 30 min here) to anneal to 0 in time")
     parser.add_argument("--num_threads", type=int, default=None, help="CPU threads (default: copynat-train's choice)")
     parser.add_argument("--reuse_teacher", action="store_true",
                         help="take the AT+copy model (and the distilled data, if complete) of a previous run in --output_dir")
@@ -59,13 +64,16 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.data / "train.en").exists():
         raise SystemExit(f"multi30k not found at {args.data} (expected train.en/train.de, val.*, test_2016_flickr.*)")
-    budget = ["--max_train_minutes", str(args.budget_minutes), "--max_steps", "1000000"]
+    if args.lr_scheduler in ("linear", "cosine") and args.max_steps is None:
+        parser.error(f"--lr_scheduler {args.lr_scheduler} decays to 0 at --max_steps: give --max_steps")
+    max_steps = str(args.max_steps or 1_000_000)
+    budget = ["--max_train_minutes", str(args.budget_minutes), "--max_steps", max_steps]
     student_budget = ["--max_train_minutes", str(args.student_budget_minutes or args.budget_minutes),
-                      "--max_steps", "1000000"]
+                      "--max_steps", max_steps]
     common = ["--preset", args.preset, "--progress_bar", "false", "--label_smoothing", "0.1", "--vocab_size", "8000",
               "--eval_steps", str(args.eval_steps), "--num_eval_samples", str(args.num_eval_samples),
               "--max_tokens", str(args.max_tokens), "--learning_rate", str(args.learning_rate),
-              "--warmup_steps", str(args.warmup_steps)]
+              "--warmup_steps", str(args.warmup_steps), "--lr_scheduler", args.lr_scheduler]
     if args.num_threads:
         common += ["--num_threads", str(args.num_threads)]
     limits = ["--max_eval_samples", "100", "--max_train_samples", "64"] if args.quick else []
@@ -156,10 +164,17 @@ def publish(stem: str, lines: list[str], payload: dict) -> None:
     (RESULTS / f"{stem}.md").write_text(report + "\n")
 
 
+def schedule(args) -> str:
+    if args.lr_scheduler in ("linear", "cosine"):
+        return f"{args.lr_scheduler} decay to 0 at update {args.max_steps} after {args.warmup_steps} warm-up updates"
+    cap = f", at most {args.max_steps} updates" if args.max_steps else ""
+    return f"{args.lr_scheduler} schedule after {args.warmup_steps} warm-up updates{cap}"
+
+
 def report_at_only(args, teacher: dict) -> None:
     rows = test_rows("AT + copy", teacher)
     lines = [f"# Multi30k En->De, test_2016_flickr (sacreBLEU 13a, cased), preset {args.preset}, AT+copy only, "
-             f"training budget {args.budget_minutes:g} min, learning rate {args.learning_rate:g}"
+             f"training budget {args.budget_minutes:g} min, learning rate {args.learning_rate:g}, {schedule(args)}"
              + (" — quick smoke run" if args.quick else ""), ""]
     lines += table_lines(rows) + ["", f"Peer: Bart 32.3 greedy / 33.9 beam 4 after 30 min on this CPU. Training run "
                                   f"wall time (with its evaluations and the test decoding): "
