@@ -49,12 +49,13 @@ def main() -> None:
                         help="tokens per batch (~90 sentences: about the Bart peer's 1,617 updates in 30 minutes)")
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--warmup_steps", type=int, default=400,
-                        help="inverse-sqrt warm-up; short, since a 30-minute CPU budget is ~1,500 updates")
+                        help="warm-up updates; short, since a 30-minute CPU budget is ~1,450 updates")
     parser.add_argument("--lr_scheduler", default="inverse_sqrt", choices=("inverse_sqrt", "linear", "cosine", "constant"),
                         help="schedule after warm-up; linear and cosine decay to 0 at --max_steps")
     parser.add_argument("--max_steps", type=int, default=None,
                         help="update cap (the time budget still applies); linear/cosine need it: set it to the "
-                             "updates the budget allows (~1,450 for preset small in 30 min here) to anneal to 0 in time")
+                             "updates the budget allows (~1,450 for preset small in 30 min here) to anneal to 0 in time; "
+                             "the hybrid student gets the same cap")
     parser.add_argument("--num_threads", type=int, default=None, help="CPU threads (default: copynat-train's choice)")
     parser.add_argument("--reuse_teacher", action="store_true",
                         help="take the AT+copy model (and the distilled data, if complete) of a previous run in --output_dir")
