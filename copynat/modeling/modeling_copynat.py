@@ -32,6 +32,10 @@ from transformers.modeling_utils import PreTrainedModel
 from .configuration_copynat import CopyNatConfig
 from .generation_copynat import non_autoregressive_generate, pop_nat_arguments
 
+# transformers 5.24 renamed the KV cache `past_key_values` -> `cache`, as generate()'s argument to forward() and as the
+# output field (the old name is a deprecated alias). Forward takes both; outputs and generate() use this one.
+CACHE_NAME = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Outputs
@@ -474,7 +478,7 @@ class CopyNatDecoder(nn.Module):
             all_hidden.append(hidden)
         return BaseModelOutputWithPastAndCrossAttentions(
             last_hidden_state=hidden,
-            past_key_values=past_key_values if use_cache else None,
+            **{CACHE_NAME: past_key_values if use_cache else None},
             hidden_states=tuple(all_hidden) if output_hidden_states else None,
             attentions=tuple(all_self) if output_attentions else None,
             cross_attentions=tuple(all_cross) if output_attentions or cross_attention_weights_of_last_layer else None,
@@ -695,8 +699,10 @@ class CopyNatModel(CopyNatPreTrainedModel):
         return_dict: bool | None = None,
         cross_attention_weights_of_last_layer: bool = False,
         cross_attention_floor: torch.Tensor | None = None,
+        cache: Cache | None = None,
         **kwargs,
     ) -> Seq2SeqModelOutput:
+        past_key_values = cache if past_key_values is None else past_key_values
         if encoder_outputs is None:
             encoder_outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
                                            output_attentions=output_attentions, output_hidden_states=output_hidden_states)
@@ -723,7 +729,7 @@ class CopyNatModel(CopyNatPreTrainedModel):
         )
         output = Seq2SeqModelOutput(
             last_hidden_state=decoder_outputs.last_hidden_state,
-            past_key_values=decoder_outputs.past_key_values,
+            **{CACHE_NAME: decoder_outputs.get(CACHE_NAME)},
             decoder_hidden_states=decoder_outputs.hidden_states,
             decoder_attentions=decoder_outputs.attentions,
             cross_attentions=decoder_outputs.cross_attentions,
@@ -899,6 +905,7 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
         output_copy_info: bool = False,
         return_dict: bool | None = None,
         return_logits: bool = True,
+        cache: Cache | None = None,
         **kwargs,
     ) -> CopyNatSeq2SeqLMOutput:
         r"""
@@ -909,12 +916,14 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
         return_logits (`bool`, True): False returns `logits=None` when `labels` are given, and a copy model then
             never builds its [batch, tgt, vocab] log-mixture: the loss needs only gathered terms (faster training;
             copynat-train passes it). Ignored without labels.
-        past_key_values (`Cache`): the KV cache; a `MonotonicAttention` cache (from `generate(monotonic_window=k)`)
-            also applies and tracks the monotonic decoding constraint.
+        past_key_values / cache (`Cache`): the KV cache (transformers >= 5.24 passes it as `cache`); a
+            `MonotonicAttention` cache (from `generate(monotonic_window=k)`) also applies and tracks the monotonic
+            decoding constraint.
         num_items_in_batch (kwarg, from Trainer): the loss is a sum divided by it, so gradient accumulation is exact.
         """
         config = self.config
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        past_key_values = cache if past_key_values is None else past_key_values
         monotonic = past_key_values if isinstance(past_key_values, MonotonicAttention) else None
         if labels is not None:
             use_cache = False
@@ -992,7 +1001,7 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
         output = CopyNatSeq2SeqLMOutput(
             loss=loss,
             logits=logits if return_logits or labels is None else None,
-            past_key_values=decoder_outputs.past_key_values if decoder_outputs is not None else None,
+            **{CACHE_NAME: decoder_outputs.get(CACHE_NAME) if decoder_outputs is not None else None},
             decoder_hidden_states=decoder_outputs.decoder_hidden_states if decoder_outputs is not None else None,
             decoder_attentions=decoder_outputs.decoder_attentions if decoder_outputs is not None else None,
             cross_attentions=decoder_outputs.cross_attentions if decoder_outputs is not None and output_attentions else None,
@@ -1029,10 +1038,11 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
                 raise ValueError(f"monotonic_window must be an int >= 0 (source positions the attention may step "
                                  f"back), got {monotonic_window!r}")
             settings = generation_config or self.generation_config
-            if not kwargs.get("use_cache", settings.use_cache) or kwargs.get("past_key_values") is not None:
+            if not kwargs.get("use_cache", settings.use_cache) or any(
+                    kwargs.get(name) is not None for name in ("past_key_values", "cache")):
                 raise ValueError("monotonic_window keeps its state in the KV cache it creates: drop use_cache=False "
-                                 "and past_key_values")
-            kwargs["past_key_values"] = MonotonicAttention(monotonic_window, self.config)
+                                 "and past_key_values / cache")
+            kwargs[CACHE_NAME] = MonotonicAttention(monotonic_window, self.config)
         mask = kwargs.get("attention_mask")
         if mask is not None and mask.dim() == 3 and kwargs.get("encoder_outputs") is None:
             # generate() takes only 2-D masks: encode with the graph mask here, and hand on the padding mask.
