@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
 
 from copynat import CopyNatConfig, CopyNatForConditionalGeneration  # noqa: E402
-from copynat.modeling.generation_copynat import _cut_after_eos  # noqa: E402
+from copynat.modeling.generation_copynat import _cut_after_eos, packed_linear_kernels  # noqa: E402
 
 NAME = "nat_speed"
 SOURCE_LEN, TARGET_LEN = 32, 32
@@ -110,8 +110,16 @@ def check_lengths(model, source, mask) -> None:
 
 # --- the arithmetic floor ----------------------------------------------------------------------------------------------
 
+# Parallel decoding runs its Linears on oneDNN with packed weights (generation_copynat.packed_linear_kernels), so
+# that op is a matmul too: [..., K] x packed [N, K]^T.
+PACKED_LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 MATMULS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
-           torch.ops.aten.baddbmm.default}
+           torch.ops.aten.baddbmm.default} | ({PACKED_LINEAR.default} if PACKED_LINEAR is not None else set())
+PACKED_WEIGHTS: dict[int, torch.Tensor] = {}  # packed weights seen by the recorder, replayed as they are
+
+
+class PackedWeight(tuple):
+    """(id, shape) of a packed oneDNN weight in a recorded signature: it cannot be re-created with empty_strided."""
 
 
 class MatmulRecorder(TorchDispatchMode):
@@ -124,12 +132,26 @@ class MatmulRecorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in MATMULS and not kwargs:
-            signature = tuple((tuple(a.shape), tuple(a.stride())) if isinstance(a, torch.Tensor) else a for a in args)
-            self.calls[(func, signature)] += 1
+            signature = []
+            for a in args:
+                if isinstance(a, torch.Tensor) and a.is_mkldnn:
+                    PACKED_WEIGHTS[id(a)] = a
+                    signature.append(PackedWeight((id(a), tuple(a.shape))))
+                elif isinstance(a, torch.Tensor):
+                    signature.append((tuple(a.shape), tuple(a.stride())))
+                else:
+                    signature.append(tuple(a) if isinstance(a, list) else a)
+            self.calls[(func, tuple(signature))] += 1
         return func(*args, **kwargs)
 
 
 def matmul_flops(func, signature) -> int:
+    if PACKED_LINEAR is not None and func == PACKED_LINEAR.default:
+        (x_shape, _), weight = signature[0], signature[1]
+        rows = 1
+        for size in x_shape[:-1]:
+            rows *= size
+        return 2 * rows * x_shape[-1] * weight[1][0]
     shapes = [s[0] for s in signature if isinstance(s, tuple) and len(s) == 2 and isinstance(s[0], tuple)]
     a, b = shapes[-2], shapes[-1]  # addmm/baddbmm: (bias, a, b)
     batch = a[0] if len(a) == 3 else 1
@@ -140,11 +162,13 @@ def matmul_arguments(signature) -> list:
     """Fresh tensors with the recorded shapes and strides (and the recorded non-tensor arguments)."""
     args = []
     for item in signature:
-        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], tuple):
+        if isinstance(item, PackedWeight):
+            args.append(PACKED_WEIGHTS[item[0]])
+        elif isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], tuple):
             shape, stride = item
             args.append(torch.empty_strided(shape, stride).normal_())
         else:
-            args.append(item)
+            args.append(list(item) if isinstance(item, tuple) else item)
     return args
 
 
@@ -177,6 +201,17 @@ def _cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_s
 CUSTOM_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops}
 
 
+def _packed_linear_flops(x_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    rows = 1
+    for size in x_shape[:-1]:
+        rows *= size
+    return 2 * rows * x_shape[-1] * weight_shape[0]
+
+
+if PACKED_LINEAR is not None:  # FlopCounterMode has no formula for it either
+    CUSTOM_FLOPS[PACKED_LINEAR] = _packed_linear_flops
+
+
 def arithmetic_floor(call, repeats: int, deadline: float | None = None) -> dict:
     """FLOPs of one call, and the time this CPU needs for them at its matmul rate on the call's own matmul shapes.
 
@@ -207,7 +242,8 @@ def arithmetic_floor(call, repeats: int, deadline: float | None = None) -> dict:
     for (func, signature), count in recorder.calls.items():
         seconds = time_matmul(func, signature, 3)
         f = matmul_flops(func, signature)
-        shapes.append({"op": str(func), "shapes": [s[0] if isinstance(s, tuple) else s for s in signature],
+        shapes.append({"op": str(func), "shapes": [s[1] if isinstance(s, PackedWeight) else s[0] if isinstance(s, tuple) and s else s
+                                                  for s in signature],
                        "count": count, "gflop_each": f / 1e9, "ms_each": seconds * 1e3,
                        "gflops_per_s": f / seconds / 1e9})
     return {"flops": flops, "flops_by_op": by_op, "matmul_flops": matmul_flops_total,
@@ -247,10 +283,11 @@ def stage_breakdown(model, source, mask, repeats: int) -> dict:
     if model.copy_generator is not None:
         stages["copy attention + gate (CopyGenerator)"] = lambda: model.copy_generator(
             vocab_logits, decoded, embeds, states, source, source_mask, mixture=False)
-    stages["most_likely_tokens"] = lambda: model.most_likely_tokens(head, source)
+    stages["most_likely_tokens (on a copy of the logits)"] = lambda: model.most_likely_tokens(head, source)
     stages["_cut_after_eos"] = lambda: _cut_after_eos(tokens, target_mask, config)
     stages["whole NAT generate()"] = lambda: model.generate(source, attention_mask=mask, non_autoregressive=True)
-    times = common.time_interleaved(stages, repeats=repeats, warmup=1)
+    with packed_linear_kernels(model):  # the Linear kernels non_autoregressive_generate runs on
+        times = common.time_interleaved(stages, repeats=repeats, warmup=1)
     return {name: statistics.median(t) for name, t in times.items()}
 
 

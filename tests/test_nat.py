@@ -158,6 +158,47 @@ def test_most_likely_tokens_match_the_full_mixture_without_building_it():
         assert (lean.logits is None) == use_copy  # a plain model's logits are its vocabulary logits: no extra cost
         assert torch.equal(winners, reference_winners), (use_copy, gate_bias)
         torch.testing.assert_close(scores, reference_scores, atol=1e-5, rtol=1e-5)
+        # what parallel decoding calls: the vocabulary logits as scratch space, the same winners
+        scratch = lean._replace(vocab_logits=lean.vocab_logits.clone())
+        in_place_scores, in_place_winners = model.most_likely_tokens(scratch, input_ids, overwrite_logits=True)
+        assert torch.equal(in_place_winners, winners) and torch.equal(in_place_scores, scores)
         if use_copy:
             from_source = winners != lean.vocab_logits.argmax(-1)
             assert bool(from_source.all()) if gate_bias < 0 else not bool(from_source.any())
+
+
+def test_packed_cpu_kernels_decode_like_the_plain_linears_and_follow_weight_updates(trained_hybrid_model):
+    """Parallel decoding runs the Linears on packed oneDNN weights (CPU): same tokens and scores as the plain modules,
+    re-packed after a weight changes in place, and the modules are left as they were."""
+    from copynat.modeling import generation_copynat
+
+    model = trained_hybrid_model
+    source, _ = copy_task_batch(8, 6, torch.Generator().manual_seed(9))
+    if not generation_copynat._packing_supported(model):
+        pytest.skip("this torch build has no oneDNN packed linear kernels")
+
+    def decode():
+        return model.generate(source, non_autoregressive=True, nat_iterations=2, return_dict_in_generate=True)
+
+    def decode_plain():
+        supported = generation_copynat._packing_supported
+        generation_copynat._packing_supported = lambda model: False
+        try:
+            return decode()
+        finally:
+            generation_copynat._packing_supported = supported
+
+    packed, plain = decode(), decode_plain()
+    assert torch.equal(packed.sequences, plain.sequences)
+    torch.testing.assert_close(packed.sequences_scores, plain.sequences_scores, atol=1e-4, rtol=1e-4)
+    assert not any("forward" in vars(m) for m in model.modules())  # the modules' own forward is back
+    saved = model.lm_head.weight.detach().clone()
+    try:
+        with torch.no_grad():
+            model.lm_head.weight.mul_(-1.0)  # tied to the embeddings: every pass changes
+        flipped, flipped_plain = decode(), decode_plain()
+        assert torch.equal(flipped.sequences, flipped_plain.sequences)
+        assert not torch.equal(flipped.sequences, packed.sequences)
+    finally:
+        with torch.no_grad():
+            model.lm_head.weight.copy_(saved)
