@@ -122,62 +122,70 @@ def non_autoregressive_generate(
                          f"decoder_mode='hybrid' model has trained (this one is {config.decoder_mode!r})")
 
     with packed_linear_kernels(model):
-        device = model.device
-        input_ids = input_ids.to(device)
-        if attention_mask is None:
-            attention_mask = (input_ids != config.pad_token_id).long()
-        attention_mask = attention_mask.to(device)
-        encoder = model.model.encoder(input_ids=input_ids, attention_mask=attention_mask)
-        source_mask = attention_mask.bool() if attention_mask.dim() == 2 else input_ids != config.pad_token_id
-        source_lengths = source_mask.sum(1)
+        return _decode_in_parallel(model, input_ids, attention_mask, nat_iterations, length_beam, rescore_with_ar,
+                                   max_new_tokens, return_dict_in_generate)
 
-        # Length beam: the K most likely lengths of each input, decoded side by side as K * batch rows.
-        length_log_probs = model.length_predictor(encoder.last_hidden_state, source_mask).float().log_softmax(-1)
-        beam = min(length_beam, length_log_probs.shape[-1])
-        top_classes = length_log_probs.topk(beam, dim=-1).indices
-        lengths = model.length_predictor.class_to_length(top_classes, source_lengths[:, None]).reshape(-1)
-        limit = max_new_tokens or config.max_position_embeddings
-        lengths = lengths.clamp(1, min(limit, config.max_position_embeddings))
-        batch = input_ids.shape[0]
-        rows = lambda tensor: tensor.repeat_interleave(beam, dim=0)  # noqa: E731
-        encoder_states, source_ids = rows(encoder.last_hidden_state), rows(input_ids)
-        row_source_mask = rows(source_mask)
 
-        max_len = int(lengths.max())
-        target_mask = torch.arange(max_len, device=device)[None, :] < lengths[:, None]
-        tokens = torch.full_like(target_mask, config.mask_token_id, dtype=torch.long)
-        tokens = tokens.masked_fill(~target_mask, config.pad_token_id)
-        scores = torch.zeros(target_mask.shape, device=device)
-        best_tokens, best_scores = tokens, torch.full((tokens.shape[0],), float("-inf"), device=device)
-        for step in range(nat_iterations):
-            masked = tokens == config.mask_token_id if step > 0 else target_mask
-            head = model.nat_pass(tokens, target_mask, encoder_states, source_ids, row_source_mask, mixture=False)
-            step_scores, step_tokens = model.most_likely_tokens(head, source_ids, overwrite_logits=True)
-            tokens = torch.where(masked, step_tokens, tokens)
-            scores = torch.where(masked, step_scores, scores)
-            average = (scores * target_mask).sum(1) / lengths
-            improved = average > best_scores
-            best_tokens = torch.where(improved[:, None], tokens, best_tokens)
-            best_scores = torch.where(improved, average, best_scores)
-            if step + 1 < nat_iterations:
-                # Mask-predict: re-mask the n least confident tokens, n falling linearly with the pass number.
-                num_mask = (lengths.float() * (nat_iterations - step - 1) / nat_iterations).long()
-                ranks = scores.masked_fill(~target_mask, float("inf")).argsort(1).argsort(1)
-                tokens = tokens.masked_fill(ranks < num_mask[:, None], config.mask_token_id)
+def _decode_in_parallel(model, input_ids, attention_mask, nat_iterations, length_beam, rescore_with_ar,
+                        max_new_tokens, return_dict_in_generate):
+    """The body of non_autoregressive_generate, on validated arguments."""
+    config = model.config
+    device = model.device
+    input_ids = input_ids.to(device)
+    if attention_mask is None:
+        attention_mask = (input_ids != config.pad_token_id).long()
+    attention_mask = attention_mask.to(device)
+    encoder = model.model.encoder(input_ids=input_ids, attention_mask=attention_mask)
+    source_mask = attention_mask.bool() if attention_mask.dim() == 2 else input_ids != config.pad_token_id
+    source_lengths = source_mask.sum(1)
 
-        tokens, candidate_scores = _cut_after_eos(best_tokens, target_mask, config), best_scores
-        if rescore_with_ar:
-            candidate_scores = _autoregressive_scores(model, encoder_states, source_ids, row_source_mask, tokens)
-        choice = candidate_scores.view(batch, beam).argmax(-1) + torch.arange(batch, device=device) * beam
-        tokens, chosen_scores, chosen_lengths = tokens[choice], candidate_scores[choice], lengths[choice]
-        keep = int((tokens != config.pad_token_id).sum(1).max().clamp_min(1))
-        start = torch.full((batch, 1), config.decoder_start_token_id, dtype=torch.long, device=device)
-        sequences = torch.cat((start, tokens[:, :keep]), dim=1)
-        if return_dict_in_generate:
-            output = GenerateBeamEncoderDecoderOutput(sequences=sequences, sequences_scores=chosen_scores)
-            output["lengths"] = chosen_lengths
-            return output
-        return sequences
+    # Length beam: the K most likely lengths of each input, decoded side by side as K * batch rows.
+    length_log_probs = model.length_predictor(encoder.last_hidden_state, source_mask).float().log_softmax(-1)
+    beam = min(length_beam, length_log_probs.shape[-1])
+    top_classes = length_log_probs.topk(beam, dim=-1).indices
+    lengths = model.length_predictor.class_to_length(top_classes, source_lengths[:, None]).reshape(-1)
+    limit = max_new_tokens or config.max_position_embeddings
+    lengths = lengths.clamp(1, min(limit, config.max_position_embeddings))
+    batch = input_ids.shape[0]
+    rows = lambda tensor: tensor.repeat_interleave(beam, dim=0)  # noqa: E731
+    encoder_states, source_ids = rows(encoder.last_hidden_state), rows(input_ids)
+    row_source_mask = rows(source_mask)
+
+    max_len = int(lengths.max())
+    target_mask = torch.arange(max_len, device=device)[None, :] < lengths[:, None]
+    tokens = torch.full_like(target_mask, config.mask_token_id, dtype=torch.long)
+    tokens = tokens.masked_fill(~target_mask, config.pad_token_id)
+    scores = torch.zeros(target_mask.shape, device=device)
+    best_tokens, best_scores = tokens, torch.full((tokens.shape[0],), float("-inf"), device=device)
+    for step in range(nat_iterations):
+        masked = tokens == config.mask_token_id if step > 0 else target_mask
+        head = model.nat_pass(tokens, target_mask, encoder_states, source_ids, row_source_mask, mixture=False)
+        step_scores, step_tokens = model.most_likely_tokens(head, source_ids, overwrite_logits=True)
+        tokens = torch.where(masked, step_tokens, tokens)
+        scores = torch.where(masked, step_scores, scores)
+        average = (scores * target_mask).sum(1) / lengths
+        improved = average > best_scores
+        best_tokens = torch.where(improved[:, None], tokens, best_tokens)
+        best_scores = torch.where(improved, average, best_scores)
+        if step + 1 < nat_iterations:
+            # Mask-predict: re-mask the n least confident tokens, n falling linearly with the pass number.
+            num_mask = (lengths.float() * (nat_iterations - step - 1) / nat_iterations).long()
+            ranks = scores.masked_fill(~target_mask, float("inf")).argsort(1).argsort(1)
+            tokens = tokens.masked_fill(ranks < num_mask[:, None], config.mask_token_id)
+
+    tokens, candidate_scores = _cut_after_eos(best_tokens, target_mask, config), best_scores
+    if rescore_with_ar:
+        candidate_scores = _autoregressive_scores(model, encoder_states, source_ids, row_source_mask, tokens)
+    choice = candidate_scores.view(batch, beam).argmax(-1) + torch.arange(batch, device=device) * beam
+    tokens, chosen_scores, chosen_lengths = tokens[choice], candidate_scores[choice], lengths[choice]
+    keep = int((tokens != config.pad_token_id).sum(1).max().clamp_min(1))
+    start = torch.full((batch, 1), config.decoder_start_token_id, dtype=torch.long, device=device)
+    sequences = torch.cat((start, tokens[:, :keep]), dim=1)
+    if return_dict_in_generate:
+        output = GenerateBeamEncoderDecoderOutput(sequences=sequences, sequences_scores=chosen_scores)
+        output["lengths"] = chosen_lengths
+        return output
+    return sequences
 
 
 def _cut_after_eos(tokens: torch.Tensor, target_mask: torch.Tensor, config) -> torch.Tensor:
