@@ -148,10 +148,7 @@ class MatmulRecorder(TorchDispatchMode):
 def matmul_flops(func, signature) -> int:
     if PACKED_LINEAR is not None and func == PACKED_LINEAR.default:
         (x_shape, _), weight = signature[0], signature[1]
-        rows = 1
-        for size in x_shape[:-1]:
-            rows *= size
-        return 2 * rows * x_shape[-1] * weight[1][0]
+        return _packed_linear_flops(x_shape, weight[1])
     shapes = [s[0] for s in signature if isinstance(s, tuple) and len(s) == 2 and isinstance(s[0], tuple)]
     a, b = shapes[-2], shapes[-1]  # addmm/baddbmm: (bias, a, b)
     batch = a[0] if len(a) == 3 else 1
@@ -242,8 +239,8 @@ def arithmetic_floor(call, repeats: int, deadline: float | None = None) -> dict:
     for (func, signature), count in recorder.calls.items():
         seconds = time_matmul(func, signature, 3)
         f = matmul_flops(func, signature)
-        shapes.append({"op": str(func), "shapes": [s[1] if isinstance(s, PackedWeight) else s[0] if isinstance(s, tuple) and s else s
-                                                  for s in signature],
+        shown = [s[1] if isinstance(s, PackedWeight) else s[0] if isinstance(s, tuple) and s else s for s in signature]
+        shapes.append({"op": str(func), "shapes": shown,
                        "count": count, "gflop_each": f / 1e9, "ms_each": seconds * 1e3,
                        "gflops_per_s": f / seconds / 1e9})
     return {"flops": flops, "flops_by_op": by_op, "matmul_flops": matmul_flops_total,

@@ -174,8 +174,8 @@ def test_packed_cpu_kernels_decode_like_the_plain_linears_and_follow_weight_upda
 
     model = trained_hybrid_model
     source, _ = copy_task_batch(8, 6, torch.Generator().manual_seed(9))
-    if not generation_copynat._packing_supported(model):
-        pytest.skip("this torch build has no oneDNN packed linear kernels")
+    if not generation_copynat._packing_supported(model):  # CUDA/bf16 models and torch builds without oneDNN
+        pytest.skip("packed oneDNN linears need an fp32 CPU model and a torch build with oneDNN (mkldnn)")
 
     def decode():
         return model.generate(source, non_autoregressive=True, nat_iterations=2, return_dict_in_generate=True)
@@ -189,6 +189,8 @@ def test_packed_cpu_kernels_decode_like_the_plain_linears_and_follow_weight_upda
             generation_copynat._packing_supported = supported
 
     packed, plain = decode(), decode_plain()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert all(m in generation_copynat._PACKED for m in linears)  # the packed path did run
     assert torch.equal(packed.sequences, plain.sequences)
     torch.testing.assert_close(packed.sequences_scores, plain.sequences_scores, atol=1e-4, rtol=1e-4)
     assert not any("forward" in vars(m) for m in model.modules())  # the modules' own forward is back
@@ -196,7 +198,9 @@ def test_packed_cpu_kernels_decode_like_the_plain_linears_and_follow_weight_upda
     try:
         with torch.no_grad():
             model.lm_head.weight.mul_(-1.0)  # tied to the embeddings: every pass changes
+        packed_before = generation_copynat._PACKED[model.lm_head][1]
         flipped, flipped_plain = decode(), decode_plain()
+        assert generation_copynat._PACKED[model.lm_head][1] is not packed_before  # re-packed after the update
         assert torch.equal(flipped.sequences, flipped_plain.sequences)
         assert not torch.equal(flipped.sequences, packed.sequences)
     finally:
