@@ -16,6 +16,7 @@ from copynat.data import (
     make_copy_dataset,
     make_echo_dataset,
     make_echo_examples,
+    make_entity_tokenizer,
 )
 
 
@@ -188,3 +189,21 @@ def test_make_copy_dataset():
     assert {w for s in var["source"] for w in s.split()} <= {"a", "b", "c"}
     with pytest.raises(ValueError):
         make_copy_dataset(5, 0)
+
+
+def test_entity_tokenizer_makes_each_entity_one_token_unseen_in_training(echo):
+    """The whole-word variant: every copied entity is a single token, the texts round-trip, and no token of a test
+    entity occurs anywhere in the tokenized training split (its embedding can only stay untrained)."""
+    tokenizer = make_entity_tokenizer(echo, vocab_size=400)
+    train_ids = set()
+    for text in list(echo["train"]["source"]) + list(echo["train"]["target"]):
+        ids = tokenizer(text)["input_ids"]
+        train_ids.update(ids)
+        assert tokenizer.decode(ids, skip_special_tokens=True) == text
+    for row in echo["test"]:
+        ids = tokenizer(row["target"])["input_ids"]
+        assert tokenizer.decode(ids, skip_special_tokens=True) == row["target"]
+        pieces = tokenizer.convert_ids_to_tokens(ids)
+        for entity in row["entities"]:
+            assert entity in pieces, (entity, pieces)
+            assert tokenizer.convert_tokens_to_ids(entity) not in train_ids, entity

@@ -167,6 +167,22 @@ def test_most_likely_tokens_match_the_full_mixture_without_building_it():
             assert bool(from_source.all()) if gate_bias < 0 else not bool(from_source.any())
 
 
+def test_blockwise_max_equals_torch_max_including_ties_and_ragged_widths():
+    """The winners' search (block maxima, then one block) gives torch.max's values and first-index ties at any width."""
+    from copynat.modeling.modeling_copynat import max_over_last_dim
+
+    generator = torch.Generator().manual_seed(0)
+    for width in (7, 256, 1000, 8000, 8003):
+        x = torch.randn(3, 5, width, generator=generator)
+        x[0, 0, :] = 1.0  # all tied: index 0
+        x[0, 1, width // 3] = x[0, 1, width - 1] = 50.0  # tied in two blocks: the earlier one
+        x[1, 2, :] = float("-inf")
+        x[1, 2, width - 1] = 0.0  # the maximum in the ragged tail
+        values, indices = max_over_last_dim(x)
+        reference_values, reference_indices = torch.max(x, dim=-1)
+        assert torch.equal(values, reference_values) and torch.equal(indices, reference_indices), width
+
+
 def test_packed_cpu_kernels_decode_like_the_plain_linears_and_follow_weight_updates(trained_hybrid_model):
     """Parallel decoding runs the Linears on packed oneDNN weights (CPU): same tokens and scores as the plain modules,
     re-packed after a weight changes in place, and the modules are left as they were."""
@@ -198,11 +214,23 @@ def test_packed_cpu_kernels_decode_like_the_plain_linears_and_follow_weight_upda
     try:
         with torch.no_grad():
             model.lm_head.weight.mul_(-1.0)  # tied to the embeddings: every pass changes
-        packed_before = generation_copynat._PACKED[model.lm_head][1]
+        packed_before = generation_copynat._PACKED[model.lm_head].weight
         flipped, flipped_plain = decode(), decode_plain()
-        assert generation_copynat._PACKED[model.lm_head][1] is not packed_before  # re-packed after the update
+        assert generation_copynat._PACKED[model.lm_head].weight is not packed_before  # re-packed after the update
         assert torch.equal(flipped.sequences, flipped_plain.sequences)
         assert not torch.equal(flipped.sequences, packed.sequences)
     finally:
         with torch.no_grad():
             model.lm_head.weight.copy_(saved)
+
+    # A module swapped in after the first decode (resizing, adapters) runs packed too: the Linear list is refreshed.
+    old_classifier = model.length_predictor.classifier
+    new_classifier = torch.nn.Linear(old_classifier.in_features, old_classifier.out_features)
+    new_classifier.load_state_dict(old_classifier.state_dict())
+    seen = []
+    new_classifier.register_forward_pre_hook(lambda module, args: seen.append("forward" in vars(module)))
+    model.length_predictor.classifier = new_classifier
+    try:
+        assert torch.equal(decode().sequences, packed.sequences) and seen == [True]
+    finally:
+        model.length_predictor.classifier = old_classifier

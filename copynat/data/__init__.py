@@ -3,6 +3,8 @@
 * :func:`make_echo_dataset` -- the conversational "echo" task ("I am Kuroro." ->
   "Hello, Kuroro!") whose test entities never occur in training: the proof of the copy
   mechanism and the default training data of ``copynat-train``.
+* :func:`make_entity_tokenizer` -- a tokenizer with one whole-word token per echo entity (the
+  word-level regime in which only a copy mechanism can emit unseen entities).
 * :func:`make_copy_dataset` -- a fixed-length copy toy for non-autoregressive decoding tests.
 * :func:`exact_match` and :func:`entity_copy_rate` -- the matching evaluation helpers.
 """
@@ -18,6 +20,7 @@ from .echo import (
     make_copy_dataset,
     make_echo_dataset,
     make_echo_examples,
+    make_entity_tokenizer,
 )
 
 __all__ = [
@@ -31,4 +34,5 @@ __all__ = [
     "make_copy_dataset",
     "make_echo_dataset",
     "make_echo_examples",
+    "make_entity_tokenizer",
 ]

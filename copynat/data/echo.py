@@ -14,12 +14,16 @@ whole task of that kind, made by copynat itself (seeded, nothing is downloaded):
   (:func:`entity_split`), so the **test entities never occur anywhere in the training
   data** -- not in a source, not in a target.  The templates themselves are shared.
 
-Why this proves copying: a decoder with a closed output vocabulary that has only been
-trained on the training split has no reason to produce ``"Zenuhiko"`` -- it never saw it as
-a target.  The only way to get the test replies right is to learn *where* the entity sits
-in the source and copy it from there (pointer-generator / copy attention), which is
-exactly what :func:`entity_copy_rate` measures on the test split.  A model without a copy
-mechanism gets the template words right but the entities wrong; a model with one gets both.
+What it measures: the test replies are right only if the model learns *where* the entity
+sits in the source and reproduces it from there, which :func:`entity_copy_rate` scores on
+the test split.  With copynat's byte-level BPE an unseen name is a new string of *seen*
+subword tokens, and a plain Transformer learns to re-emit the tokens it attends to:
+measured in ``benchmarks/copy_echo.py``, the no-copy model reaches 95.0 % exact match
+against the copy model's 95.5 %.  With one token per entity (:func:`make_entity_tokenizer`,
+the benchmark's ``--variant whole-word-entities``) a test entity is a token that occurs in
+no training text, the word-level regime of the pointer-generator papers: there the copy
+model reaches 99.8 % and the no-copy model 66 % (it copies a little through its tied
+input/output embeddings); with untied output projections 99.2 % against 0.0 %.
 
 Sentences are short -- sources 3-9 words (mean 5.8), targets 2-8 words (mean 5.9); about
 11 byte-level BPE tokens on average, at most ~21 -- so a tiny model learns the task in
@@ -47,6 +51,7 @@ __all__ = [
     "make_echo_dataset",
     "make_echo_examples",
     "make_copy_dataset",
+    "make_entity_tokenizer",
     "exact_match",
     "entity_copy_rate",
 ]
@@ -308,6 +313,37 @@ def _check_disjoint(examples: dict[str, list[dict]]) -> None:
                     raise AssertionError(
                         f"{split} entities occur in the {other} split: {sorted(leaked)[:10]}"
                     )
+
+
+def make_entity_tokenizer(dataset: "datasets.DatasetDict", vocab_size: int = 1000):
+    """A tokenizer in which every entity word of ``dataset`` is one whole-word token.
+
+    Byte-level BPE trained on the training split's text (``vocab_size`` entries), plus one
+    added token per entity word (every word of every split that is not a template word:
+    ``"Kuroro"``, ``"4821"``, ``"7:45"``, ``"XK-42"``; the space before it stays a BPE token).
+    This is the word-level regime of the pointer-generator papers: an entity the model has
+    never seen is a single token that occurs in no training text, so its embedding is never
+    trained and a decoder without a copy mechanism has no way to emit it.  (With plain BPE
+    the same entity is a new string of subword tokens that were all generated in training,
+    and a plain Transformer re-emits them.)  The tokenizer holds the validation/test entity
+    *strings* (a gazetteer), never their use: their tokens occur only in those splits.
+
+    Round-trips every text of ``dataset`` exactly (``decode(encode(text)) == text``).
+    """
+    import itertools
+
+    from tokenizers import AddedToken
+
+    from copynat.tokenization import train_tokenizer
+
+    words = {word for rows in dataset.values() for column in ("source", "target") for text in rows[column]
+             for word in _WORD_RE.findall(text) if word.lower() not in _TEMPLATE_WORDS}
+    tokenizer = train_tokenizer(itertools.chain(dataset["train"]["source"], dataset["train"]["target"]),
+                                vocab_size=vocab_size)
+    # single_word: "Ana" must not match inside "Anatolia" nor "64" inside "6455"; the leftmost match wins, so a code
+    # "XK-64" is one token even when "64" is an entity too.
+    tokenizer.add_tokens([AddedToken(word, normalized=False, single_word=True) for word in sorted(words)])
+    return tokenizer
 
 
 # ---------------------------------------------------------------------------- copy toy
