@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
+    from transformers import PreTrainedTokenizerFast
 
 __all__ = [
     "ECHO_TEMPLATES",
@@ -315,15 +316,16 @@ def _check_disjoint(examples: dict[str, list[dict]]) -> None:
                     )
 
 
-def make_entity_tokenizer(dataset: "datasets.DatasetDict", vocab_size: int = 1000):
+def make_entity_tokenizer(dataset: "datasets.DatasetDict", vocab_size: int = 1000) -> "PreTrainedTokenizerFast":
     """A tokenizer in which every entity word of ``dataset`` is one whole-word token.
 
     Byte-level BPE trained on the training split's text (``vocab_size`` entries), plus one
     added token per entity word (every word of every split that is not a template word:
     ``"Kuroro"``, ``"4821"``, ``"7:45"``, ``"XK-42"``; the space before it stays a BPE token).
     This is the word-level regime of the pointer-generator papers: an entity the model has
-    never seen is a single token that occurs in no training text, so its embedding is never
-    trained and a decoder without a copy mechanism has no way to emit it.  (With plain BPE
+    never seen is a single token that occurs in no training text, so a decoder without a copy
+    mechanism was never taught to emit it (with tied input/output embeddings it can still
+    reproduce a token it attends to; ``benchmarks/copy_echo.py`` measures both).  (With plain BPE
     the same entity is a new string of subword tokens that were all generated in training,
     and a plain Transformer re-emits them.)  The tokenizer holds the validation/test entity
     *strings* (a gazetteer), never their use: their tokens occur only in those splits.
