@@ -193,7 +193,7 @@ def test_make_copy_dataset():
 
 def test_entity_tokenizer_makes_each_entity_one_token_unseen_in_training(echo):
     """The whole-word variant: every copied entity is a single token, the texts round-trip, and no token of a test
-    entity occurs anywhere in the tokenized training split (its embedding can only stay untrained)."""
+    entity occurs anywhere in the tokenized training split (never a training input nor target)."""
     tokenizer = make_entity_tokenizer(echo, vocab_size=400)
     train_ids = set()
     for text in list(echo["train"]["source"]) + list(echo["train"]["target"]):

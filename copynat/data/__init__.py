@@ -4,7 +4,7 @@
   "Hello, Kuroro!") whose test entities never occur in training: the proof of the copy
   mechanism and the default training data of ``copynat-train``.
 * :func:`make_entity_tokenizer` -- a tokenizer with one whole-word token per echo entity (the
-  word-level regime in which only a copy mechanism can emit unseen entities).
+  word-level regime in which an unseen entity is a token no training text contains).
 * :func:`make_copy_dataset` -- a fixed-length copy toy for non-autoregressive decoding tests.
 * :func:`exact_match` and :func:`entity_copy_rate` -- the matching evaluation helpers.
 """
