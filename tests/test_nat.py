@@ -183,15 +183,21 @@ def test_blockwise_max_equals_torch_max_including_ties_and_ragged_widths():
         assert torch.equal(values, reference_values) and torch.equal(indices, reference_indices), width
 
 
-def test_packed_cpu_kernels_decode_like_the_plain_linears_and_follow_weight_updates(trained_hybrid_model):
-    """Parallel decoding runs the Linears on packed oneDNN weights (CPU): same tokens and scores as the plain modules,
-    re-packed after a weight changes in place, and the modules are left as they were."""
+def test_packed_cpu_kernels_decode_like_the_plain_linears_and_follow_weight_updates(trained_hybrid_model, monkeypatch):
+    """Parallel decoding runs the widening Linears on packed oneDNN weights (CPU): same tokens and scores as the plain
+    modules, re-packed after a weight changes in place, and the modules are left as they were."""
     from copynat.modeling import generation_copynat
 
     model = trained_hybrid_model
     source, _ = copy_task_batch(8, 6, torch.Generator().manual_seed(9))
     if not generation_copynat._packing_supported(model):  # CUDA/bf16 models and torch builds without oneDNN
         pytest.skip("packed oneDNN linears need an fp32 CPU model and a torch build with oneDNN (mkldnn)")
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    with generation_copynat.packed_linear_kernels(model):  # by default only widening products are packed
+        packed_now = {m for m in linears if "forward" in vars(m)}
+    assert packed_now == {m for m in linears if m.out_features >= 3 * m.in_features}
+    assert model.model.decoder.layers[0].self_attn.qkv_proj in packed_now and model.lm_head not in packed_now
+    monkeypatch.setattr(generation_copynat, "PACK_MIN_WIDENING", 0)  # the rest of the test: every Linear packed
 
     def decode():
         return model.generate(source, non_autoregressive=True, nat_iterations=2, return_dict_in_generate=True)
@@ -205,7 +211,6 @@ def test_packed_cpu_kernels_decode_like_the_plain_linears_and_follow_weight_upda
             generation_copynat._packing_supported = supported
 
     packed, plain = decode(), decode_plain()
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert all(m in generation_copynat._PACKED for m in linears)  # the packed path did run
     assert torch.equal(packed.sequences, plain.sequences)
     torch.testing.assert_close(packed.sequences_scores, plain.sequences_scores, atol=1e-4, rtol=1e-4)

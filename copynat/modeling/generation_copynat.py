@@ -43,6 +43,11 @@ def pop_nat_arguments(kwargs: dict, generation_config) -> dict | None:
 # weight on every call (measured in benchmarks/nat_speed.py). AR steps (one row each) gain nothing, so only parallel
 # decoding uses it. Entering the block must cost little next to a batch-1 pass (~10 ms): the Linears of a model are
 # listed once (again only after a module was added anywhere), and each keeps one packed-forward object.
+# oneDNN's call costs ~30 us more than sgemm's, which only widening products repay (the fused QKV, the FFN's first
+# layer, the vocabulary projection); square and narrowing ones (attention outputs, cross-attention K/V, the FFN's
+# second layer, the gates) stay on sgemm, which is as fast or faster for them at 32 and at 1024 rows
+# (interleaved per-shape A/B in benchmarks/experiments/nat_batch1_levers.py).
+PACK_MIN_WIDENING = 3  # pack a Linear when out_features >= this * in_features
 
 
 class _PackedLinearForward:
@@ -67,7 +72,7 @@ class _PackedLinearForward:
 
 
 _PACKED: "weakref.WeakKeyDictionary[nn.Linear, _PackedLinearForward]" = weakref.WeakKeyDictionary()
-_LINEARS: "weakref.WeakKeyDictionary[nn.Module, tuple[int, list[nn.Linear]]]" = weakref.WeakKeyDictionary()
+_LINEARS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, int], list[nn.Linear]]]" = weakref.WeakKeyDictionary()
 _module_tree_version = 0
 
 
@@ -88,15 +93,19 @@ def _packing_supported(model) -> bool:
 
 def _linears_of(model) -> list[nn.Linear]:
     cached = _LINEARS.get(model)
-    if cached is None or cached[0] != _module_tree_version:
-        cached = (_module_tree_version, [module for module in model.modules() if isinstance(module, nn.Linear)])
+    version = (_module_tree_version, PACK_MIN_WIDENING)
+    if cached is None or cached[0] != version:
+        widening = [module for module in model.modules()
+                    if isinstance(module, nn.Linear) and module.out_features >= PACK_MIN_WIDENING * module.in_features]
+        cached = (version, widening)
         _LINEARS[model] = cached
     return cached[1]
 
 
 @contextlib.contextmanager
 def packed_linear_kernels(model):
-    """Within the block, every nn.Linear of `model` runs on oneDNN with a packed weight (CPU, fp32; else no-op)."""
+    """Within the block, every widening nn.Linear of `model` runs on oneDNN with a packed weight (CPU, fp32; else
+    no-op)."""
     if not _packing_supported(model):
         yield
         return
