@@ -39,13 +39,13 @@ def pop_nat_arguments(kwargs: dict, generation_config) -> dict | None:
 
 # --- CPU kernels for the parallel passes ---------------------------------------------------------------------------
 # A NAT pass multiplies [batch x length, d] activations by every weight matrix once. On CPU, oneDNN's matmul with the
-# weight packed once in its blocked layout is ~1.2x faster for these shapes than the default sgemm, which re-packs the
-# weight on every call (measured in benchmarks/nat_speed.py). AR steps (one row each) gain nothing, so only parallel
+# weight packed once in its blocked layout was ~1.2x faster on the whole pass than the default sgemm, which re-packs
+# the weight on every call (measured in benchmarks/nat_speed.py). AR steps (one row each) gain nothing, so only parallel
 # decoding uses it. Entering the block must cost little next to a batch-1 pass (~10 ms): the Linears of a model are
 # listed once (again only after a module was added anywhere), and each keeps one packed-forward object.
 # oneDNN's call costs ~30 us more than sgemm's, which only widening products repay (the fused QKV, the FFN's first
 # layer, the vocabulary projection); square and narrowing ones (attention outputs, cross-attention K/V, the FFN's
-# second layer, the gates) stay on sgemm, which is as fast or faster for them at 32 and at 1024 rows
+# second layer, the gates) stay on sgemm, which for them is faster or within noise, at 32 and at 1024 rows
 # (interleaved per-shape A/B in benchmarks/experiments/nat_batch1_levers.py).
 PACK_MIN_WIDENING = 3  # pack a Linear when out_features >= this * in_features
 
