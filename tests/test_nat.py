@@ -40,6 +40,49 @@ def forced_length_model(lengths_and_scores: dict[int, float], **overrides):
     return model.eval()
 
 
+def test_mask_predict_heads_only_the_remasked_positions_and_decodes_as_with_the_full_head(trained_hybrid_model,
+                                                                                         monkeypatch):
+    """Refinement passes run the output head on the re-masked positions only: the same tokens and scores as a head
+    over every position (mask-predict's definition), on rows of different lengths and different masked counts."""
+    model = trained_hybrid_model
+    source, _ = copy_task_batch(6, 6, torch.Generator().manual_seed(21))
+    source[:, 2] = 4  # uncertain positions, so the re-masked sets differ between rows
+    source[3:, 4:] = model.config.pad_token_id  # shorter sources: other predicted lengths
+    mask = (source != model.config.pad_token_id).long()
+    seen = []
+
+    def full_head(tokens, target_mask, states, source_ids, source_mask, mixture=True, positions=None):
+        head = nat_pass(tokens, target_mask, states, source_ids, source_mask, mixture=mixture)
+        seen.append(positions is not None)
+        if positions is None:
+            return head
+        pick = lambda x: x.gather(1, positions.view(*positions.shape, *[1] * (x.dim() - 2)).expand(  # noqa: E731
+            -1, -1, *x.shape[2:]))
+        return type(head)(None, pick(head.p_gen), pick(head.copy_attention), pick(head.vocab_logits))
+
+    def decode(iterations, length_beam=1):
+        return model.generate(source, attention_mask=mask, non_autoregressive=True, nat_iterations=iterations,
+                              length_beam=length_beam, return_dict_in_generate=True)
+
+    subset = [decode(4), decode(10), decode(4, length_beam=2)]
+    nat_pass = model.nat_pass
+    monkeypatch.setattr(model, "nat_pass", full_head)
+    reference = [decode(4), decode(10), decode(4, length_beam=2)]
+    assert seen.count(False) == 3 and seen.count(True) > 3  # one full first pass per call, then refinements
+    for ours, full in zip(subset, reference):
+        assert torch.equal(ours.sequences, full.sequences)
+        torch.testing.assert_close(ours.sequences_scores, full.sequences_scores, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # the subset head itself: the full head's outputs at those positions
+        states = model.model.encoder(input_ids=source, attention_mask=mask).last_hidden_state
+        target_mask = torch.ones(6, 7, dtype=torch.bool)
+        tokens = torch.full((6, 7), model.config.mask_token_id)
+        positions = torch.tensor([[0, 3, 6]] * 3 + [[5, 1, 2]] * 3)
+        part = nat_pass(tokens, target_mask, states, source, mask.bool(), mixture=False, positions=positions)
+        whole = full_head(tokens, target_mask, states, source, mask.bool(), mixture=False, positions=positions)
+    for name in ("p_gen", "copy_attention", "vocab_logits"):
+        torch.testing.assert_close(getattr(part, name), getattr(whole, name), atol=1e-5, rtol=1e-5)
+
+
 def test_length_beam_decodes_the_most_likely_lengths():
     model = forced_length_model({5: 3.0, 9: 2.0, 12: 1.0})
     source = torch.randint(5, VOCAB, (3, 6))
@@ -47,7 +90,7 @@ def test_length_beam_decodes_the_most_likely_lengths():
     assert single.lengths.tolist() == [5, 5, 5]
     beam = model.generate(source, non_autoregressive=True, length_beam=3, return_dict_in_generate=True)
     assert set(beam.lengths.tolist()) <= {5, 9, 12}
-    assert beam.sequences.shape[1] <= 1 + 12
+    assert beam.sequences.shape[1] <= 1 + 12 + 1  # start token, at most 12 tokens, a </s> appended if none emitted
     assert torch.all(beam.sequences_scores >= single.sequences_scores - 1e-6)  # the best of 3 includes length 5
 
 
@@ -154,17 +197,24 @@ def test_most_likely_tokens_match_the_full_mixture_without_building_it():
             full = model.nat_pass(tokens, target_mask, states, input_ids, mask)
             lean = model.nat_pass(tokens, target_mask, states, input_ids, mask, mixture=False)
             scores, winners = model.most_likely_tokens(lean, input_ids)
-        reference_scores, reference_winners = model.log_probs(full.logits).max(-1)
+        reference = model.log_probs(full.logits).clone()
+        reference[..., model.config.mask_token_id] = float("-inf")  # <mask> is never an output
+        reference_scores, reference_winners = reference.max(-1)
         assert (lean.logits is None) == use_copy  # a plain model's logits are its vocabulary logits: no extra cost
         assert torch.equal(winners, reference_winners), (use_copy, gate_bias)
+        assert not bool((winners == model.config.mask_token_id).any())
         torch.testing.assert_close(scores, reference_scores, atol=1e-5, rtol=1e-5)
         # what parallel decoding calls: the vocabulary logits as scratch space, the same winners
         scratch = lean._replace(vocab_logits=lean.vocab_logits.clone())
         in_place_scores, in_place_winners = model.most_likely_tokens(scratch, input_ids, overwrite_logits=True)
         assert torch.equal(in_place_winners, winners) and torch.equal(in_place_scores, scores)
         if use_copy:
-            from_source = winners != lean.vocab_logits.argmax(-1)
-            assert bool(from_source.all()) if gate_bias < 0 else not bool(from_source.any())
+            vocabulary_best = lean.vocab_logits.index_fill(-1, torch.tensor([model.config.mask_token_id]),
+                                                           float("-inf")).argmax(-1)
+            if gate_bias < 0:  # copying wins: every winner is a token of its own source
+                assert all(bool(torch.isin(winners[row], input_ids[row][mask[row]]).all()) for row in range(4))
+            else:
+                assert torch.equal(winners, vocabulary_best)
 
 
 def test_blockwise_max_equals_torch_max_including_ties_and_ragged_widths():

@@ -595,14 +595,18 @@ class CopyGenerator(nn.Module):
         return label, mean
 
     @staticmethod
-    def most_likely(top_log_prob, top_token, source_log_probs, p_gen, copy_attention, source_ids
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def most_likely(top_log_prob, top_token, source_log_probs, p_gen, copy_attention, source_ids,
+                    banned_token_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """argmax of p_mix without the mixture, from the vocabulary log-softmax's best token and its value at the source
         tokens: a token absent from the source has p_mix = p_gen * softmax, at most the best vocabulary token's, so the
-        winner is that token or one of the source tokens."""
+        winner is that token or one of the source tokens. Source positions holding `banned_token_id` never win (the
+        vocabulary side excludes it before taking `top_token`)."""
         top = p_gen * top_log_prob.exp() + (1.0 - p_gen) * CopyGenerator.copy_mass(copy_attention, source_ids, top_token)
         token_mass, _ = CopyGenerator.source_token_mass(copy_attention, source_ids)
-        source_best, position = (p_gen[..., None] * source_log_probs.exp() + (1.0 - p_gen[..., None]) * token_mass).max(-1)
+        candidates = p_gen[..., None] * source_log_probs.exp() + (1.0 - p_gen[..., None]) * token_mass
+        if banned_token_id is not None:
+            candidates = candidates.masked_fill((source_ids == banned_token_id)[:, None, :], -1.0)
+        source_best, position = candidates.max(-1)
         from_source = source_best > top
         tokens = torch.where(from_source, source_ids.gather(1, position), top_token)
         return torch.where(from_source, source_best, top).clamp_min(1e-10).log(), tokens
@@ -871,19 +875,23 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
 
     def most_likely_tokens(self, head: HeadOutput, source_ids: torch.Tensor | None,
                            overwrite_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log-prob, id) of the most likely token at each position, from `output_head(..., mixture=False)`: the
-        [batch, tgt, vocab] distribution is never built (parallel decoding needs only the winners).
+        """(log-prob, id) of the most likely token other than `<mask>` at each position, from
+        `output_head(..., mixture=False)`: the [batch, tgt, vocab] distribution is never built (parallel decoding needs
+        only the winners).
         `overwrite_logits=True` lets it use `head.vocab_logits` as scratch space (parallel decoding drops them)."""
         logits = head.vocab_logits.float()
         if logits is head.vocab_logits and not overwrite_logits:
             logits = logits.clone()
         log_probs = torch.log_softmax(logits, dim=-1, out=logits)  # in place: one [batch, tgt, vocab] tensor in all
+        mask_id = self.config.mask_token_id
+        if mask_id is not None:  # never an output: mask-predict would read an emitted <mask> as "re-predict here"
+            log_probs[..., mask_id] = float("-inf")
         top_log_prob, top_token = max_over_last_dim(log_probs)
         if self.copy_generator is None:
             return top_log_prob, top_token
         return self.copy_generator.most_likely(top_log_prob, top_token,
                                                self.copy_generator.source_token_logits(log_probs, source_ids),
-                                               head.p_gen, head.copy_attention, source_ids)
+                                               head.p_gen, head.copy_attention, source_ids, banned_token_id=mask_id)
 
     # --- non-autoregressive decoding: inputs and one parallel pass ---------------------------------------------------
 
@@ -900,14 +908,18 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
         index = index.clamp(max=(src_len - 1)[:, None].clamp_min(0))
         return source_embeds.gather(1, index[..., None].expand(-1, -1, source_embeds.shape[-1]))
 
-    def nat_pass(self, tokens, target_mask, encoder_states, source_ids, source_mask, mixture=True):
-        """One parallel decoder pass: the same decoder without the causal mask, the same output head."""
+    def nat_pass(self, tokens, target_mask, encoder_states, source_ids, source_mask, mixture=True, positions=None):
+        """One parallel decoder pass: the same decoder without the causal mask, the same output head. With
+        `positions` [batch, n] the head reads only those target positions (it works position by position, so their
+        outputs are the full pass's): mask-predict re-predicts only the tokens it hid again."""
         embeds = self.nat_decoder_inputs(tokens, target_mask, source_ids, source_mask)
         decoded = self.model.decoder(inputs_embeds=embeds, encoder_hidden_states=encoder_states,
                                      encoder_padding_mask=source_mask, decoder_padding_mask=target_mask, causal=False,
-                                     use_cache=False)
-        return self.output_head(decoded.last_hidden_state, embeds, encoder_states, source_ids, source_mask,
-                                mixture=mixture)
+                                     use_cache=False).last_hidden_state
+        if positions is not None:
+            index = positions[..., None].expand(-1, -1, decoded.shape[-1])
+            decoded, embeds = decoded.gather(1, index), embeds.gather(1, index)
+        return self.output_head(decoded, embeds, encoder_states, source_ids, source_mask, mixture=mixture)
 
     def nat_training_tokens(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Conditional masked LM (Mask-Predict): hide a uniformly random number (1..length) of target tokens behind
