@@ -28,6 +28,7 @@ def test_mask_predict_never_lowers_the_average_log_prob(trained_hybrid_model):
         more = trained_hybrid_model.generate(source, non_autoregressive=True, nat_iterations=iterations,
                                              return_dict_in_generate=True)
         assert torch.all(more.sequences_scores >= one.sequences_scores - 1e-6)
+        assert not bool((more.sequences == 4).any())  # a source <mask> is never copied: no output is re-read as masked
 
 
 def forced_length_model(lengths_and_scores: dict[int, float], **overrides):
