@@ -5,6 +5,7 @@ import torch
 from conftest import VOCAB, copy_task_batch, tiny_config
 
 from copynat import CopyNatForConditionalGeneration
+from copynat.modeling.generation_copynat import _cut_after_eos
 
 
 def test_length_and_nat_losses_train_exact_parallel_copies(trained_hybrid_model):
@@ -28,7 +29,8 @@ def test_mask_predict_never_lowers_the_average_log_prob(trained_hybrid_model):
         more = trained_hybrid_model.generate(source, non_autoregressive=True, nat_iterations=iterations,
                                              return_dict_in_generate=True)
         assert torch.all(more.sequences_scores >= one.sequences_scores - 1e-6)
-        assert not bool((more.sequences == 4).any())  # a source <mask> is never copied: no output is re-read as masked
+        # a source <mask> is never copied: no output is re-read as masked
+        assert not bool((more.sequences == trained_hybrid_model.config.mask_token_id).any())
 
 
 def forced_length_model(lengths_and_scores: dict[int, float], **overrides):
@@ -41,10 +43,36 @@ def forced_length_model(lengths_and_scores: dict[int, float], **overrides):
     return model.eval()
 
 
+@torch.no_grad()
+def _mask_predict_reference(model, source, mask, states, lengths, iterations):
+    """Mask-predict (Ghazvininejad et al. 2019) as the paper writes it: predict every position, keep the masked ones,
+    re-mask the n = L * (N - t) / N least confident; the best average log-prob over the passes wins. Returns the
+    tokens cut after the first </s> like generate()'s, and their scores."""
+    config = model.config
+    target_mask = torch.arange(int(lengths.max()))[None, :] < lengths[:, None]
+    tokens = torch.full(target_mask.shape, config.mask_token_id).masked_fill(~target_mask, config.pad_token_id)
+    scores = torch.zeros(target_mask.shape)
+    best_tokens, best_scores = tokens, torch.full(lengths.shape, float("-inf"))
+    for step in range(iterations):
+        masked = target_mask if step == 0 else tokens == config.mask_token_id
+        head = model.nat_pass(tokens, target_mask, states, source, mask.bool(), mixture=False)
+        step_scores, step_tokens = model.most_likely_tokens(head, source)
+        tokens, scores = torch.where(masked, step_tokens, tokens), torch.where(masked, step_scores, scores)
+        average = (scores * target_mask).sum(1) / lengths
+        improved = average > best_scores
+        best_tokens = torch.where(improved[:, None], tokens, best_tokens)
+        best_scores = torch.where(improved, average, best_scores)
+        num_mask = (lengths.float() * (iterations - step - 1) / iterations).long()
+        ranks = scores.masked_fill(~target_mask, float("inf")).argsort(1).argsort(1)
+        tokens = tokens.masked_fill(ranks < num_mask[:, None], config.mask_token_id)
+    return _cut_after_eos(best_tokens, target_mask, config), best_scores
+
+
 def test_mask_predict_heads_only_the_remasked_positions_and_decodes_as_with_the_full_head(trained_hybrid_model,
                                                                                          monkeypatch):
     """Refinement passes run the output head on the re-masked positions only: the same tokens and scores as a head
-    over every position (mask-predict's definition), on rows of different lengths and different masked counts."""
+    over every position inside generate() and as mask-predict written down with one (`_mask_predict_reference`), on
+    rows of different lengths and different masked counts."""
     model = trained_hybrid_model
     source, _ = copy_task_batch(6, 6, torch.Generator().manual_seed(21))
     source[:, 2] = 4  # uncertain positions, so the re-masked sets differ between rows
@@ -57,9 +85,9 @@ def test_mask_predict_heads_only_the_remasked_positions_and_decodes_as_with_the_
         seen.append(positions is not None)
         if positions is None:
             return head
-        pick = lambda x: x.gather(1, positions.view(*positions.shape, *[1] * (x.dim() - 2)).expand(  # noqa: E731
-            -1, -1, *x.shape[2:]))
-        return type(head)(None, pick(head.p_gen), pick(head.copy_attention), pick(head.vocab_logits))
+        rows = torch.arange(positions.shape[0])[:, None]
+        return head._replace(p_gen=head.p_gen[rows, positions], copy_attention=head.copy_attention[rows, positions],
+                             vocab_logits=head.vocab_logits[rows, positions])
 
     def decode(iterations, length_beam=1):
         return model.generate(source, attention_mask=mask, non_autoregressive=True, nat_iterations=iterations,
@@ -75,6 +103,13 @@ def test_mask_predict_heads_only_the_remasked_positions_and_decodes_as_with_the_
         torch.testing.assert_close(ours.sequences_scores, full.sequences_scores, atol=1e-5, rtol=1e-5)
     with torch.no_grad():  # the subset head itself: the full head's outputs at those positions
         states = model.model.encoder(input_ids=source, attention_mask=mask).last_hidden_state
+    for iterations, ours in ((4, subset[0]), (10, subset[1])):  # mask-predict as written down: head on every position
+        tokens, best_scores = _mask_predict_reference(model, source, mask, states, ours.lengths, iterations)
+        width = ours.sequences.shape[1] - 1
+        assert torch.equal(ours.sequences[:, 1:], tokens[:, :width])
+        assert bool((tokens[:, width:] == model.config.pad_token_id).all())
+        torch.testing.assert_close(ours.sequences_scores, best_scores, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
         target_mask = torch.ones(6, 7, dtype=torch.bool)
         tokens = torch.full((6, 7), model.config.mask_token_id)
         positions = torch.tensor([[0, 3, 6]] * 3 + [[5, 1, 2]] * 3)
