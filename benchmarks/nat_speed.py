@@ -19,6 +19,11 @@ NAT generate() call at batch 32 (`torch.utils.flop_counter.FlopCounterMode`) div
 measured in the same run on the very matmul shapes that call executes (recorded with a dispatch mode, each timed in
 isolation, rate = their FLOPs / their time). The GFLOP/s of two reference shapes are printed too.
 
+What bounds batch 1: AT greedy, the batch-1 NAT call, its matmuls replayed on their own, and the same call on the
+model with every width 16 (its ops at next to no arithmetic) and that call's matmuls, all timed interleaved. The
+matmuls alone plus the narrow call's other ops bound the call from below, so AT / that bound is the best speedup
+this op graph can reach on this machine.
+
 If an aim is missed, a torch.profiler table of the NAT path (batch 32, sorted by self CPU time) and a stage breakdown
 are written to `benchmarks/results/nat_speed_profile.txt`.
 
@@ -61,10 +66,10 @@ CASES = {"at": "AT greedy (KV cache)", "nat1": "NAT one pass", "mp4": "mask-pred
 # --- the model -------------------------------------------------------------------------------------------------------
 
 
-def build_model(use_copy_mechanism: bool) -> CopyNatForConditionalGeneration:
+def build_model(use_copy_mechanism: bool, **sizes) -> CopyNatForConditionalGeneration:
     torch.manual_seed(0)
-    model = CopyNatForConditionalGeneration(
-        CopyNatConfig(**common.MODEL_SIZE, decoder_mode="hybrid", use_copy_mechanism=use_copy_mechanism))
+    model = CopyNatForConditionalGeneration(CopyNatConfig(
+        **{**common.MODEL_SIZE, **sizes}, decoder_mode="hybrid", use_copy_mechanism=use_copy_mechanism))
     force_length(model, TARGET_LEN, SOURCE_LEN)
     return model.eval()
 
@@ -209,6 +214,23 @@ if PACKED_LINEAR is not None:  # FlopCounterMode has no formula for it either
     CUSTOM_FLOPS[PACKED_LINEAR] = _packed_linear_flops
 
 
+def matmul_replay(call) -> tuple[MatmulRecorder, object, int]:
+    """(recorder, replay, matmul FLOPs): `replay()` runs every matmul `call` executed, in isolation on fresh tensors
+    of the same shapes and strides."""
+    recorder = MatmulRecorder()
+    with recorder:
+        call()
+    replay_list = [(func, matmul_arguments(signature), count) for (func, signature), count in recorder.calls.items()]
+
+    def replay():
+        for func, args, count in replay_list:
+            for _ in range(count):
+                func(*args)
+
+    return recorder, replay, sum(matmul_flops(func, signature) * count
+                                 for (func, signature), count in recorder.calls.items())
+
+
 def arithmetic_floor(call, repeats: int, deadline: float | None = None) -> dict:
     """FLOPs of one call, and the time this CPU needs for them at its matmul rate on the call's own matmul shapes.
 
@@ -219,18 +241,7 @@ def arithmetic_floor(call, repeats: int, deadline: float | None = None) -> dict:
         call()
     flops = counter.get_total_flops()
     by_op = {str(op): count for op, count in counter.get_flop_counts()["Global"].items()}
-    recorder = MatmulRecorder()
-    with recorder:
-        call()
-    replay_list = [(func, matmul_arguments(signature), count) for (func, signature), count in recorder.calls.items()]
-    matmul_flops_total = sum(matmul_flops(func, signature) * count
-                             for (func, signature), count in recorder.calls.items())
-
-    def replay():
-        for func, args, count in replay_list:
-            for _ in range(count):
-                func(*args)
-
+    recorder, replay, matmul_flops_total = matmul_replay(call)
     times = common.time_interleaved({"call": call, "matmul replay": replay}, repeats=repeats, warmup=1,
                                     deadline=deadline)
     replay_seconds, measured = statistics.median(times["matmul replay"]), statistics.median(times["call"])
@@ -249,6 +260,46 @@ def arithmetic_floor(call, repeats: int, deadline: float | None = None) -> dict:
             "paired_measured_over_replay": common.paired_ratio(times["call"], times["matmul replay"])
             * matmul_flops_total / flops,
             "shapes": sorted(shapes, key=lambda s: -s["count"] * s["ms_each"])}
+
+
+# --- what bounds batch 1 ----------------------------------------------------------------------------------------------
+
+# The same model with every width 16: its NAT call runs the same ops in the same order with next to no arithmetic,
+# so its time less its own matmuls is what the ops cost apart from their arithmetic. The vocabulary (512) stays wide
+# enough for most_likely_tokens to take the same kernels.
+NO_WIDTH = dict(d_model=16, encoder_ffn_dim=16, decoder_ffn_dim=16, vocab_size=512)
+
+
+def batch1_bound(model, repeats: int, deadline: float | None = None) -> dict:
+    """A lower bound on the batch-1 NAT call of this op graph on this machine: its matmuls replayed on their own plus
+    its other ops at no width (the NO_WIDTH model's call less that call's matmuls). AT greedy, both calls and both
+    replays are timed interleaved, so the best reachable speedup AT / bound is one same-load ratio."""
+    source = common.random_ids(1, SOURCE_LEN, seed=11)
+    mask = torch.ones_like(source)
+    narrow = build_model(model.copy_generator is not None, **NO_WIDTH)
+    narrow_source = common.random_ids(1, SOURCE_LEN, vocab_size=NO_WIDTH["vocab_size"], seed=11)
+    check_lengths(narrow, narrow_source, mask)
+    calls = decode_calls(model, source, mask)
+    narrow_call = decode_calls(narrow, narrow_source, mask)["nat1"]
+    _, replay, flops = matmul_replay(calls["nat1"])
+    _, narrow_replay, _ = matmul_replay(narrow_call)
+    times = common.time_interleaved({"at": calls["at"], "nat1": calls["nat1"], "matmuls": replay,
+                                     "narrow nat1": narrow_call, "narrow matmuls": narrow_replay},
+                                    repeats=repeats, warmup=1, deadline=deadline)
+    med = {name: statistics.median(t) for name, t in times.items()}
+    other_ops = max(0.0, med["narrow nat1"] - med["narrow matmuls"])
+    bound = med["matmuls"] + other_ops
+    return {"at_seconds": med["at"], "nat1_seconds": med["nat1"], "matmul_seconds": med["matmuls"],
+            "matmul_gflop": flops / 1e9, "narrow_nat1_seconds": med["narrow nat1"],
+            "narrow_matmul_seconds": med["narrow matmuls"], "other_ops_seconds": other_ops, "bound_seconds": bound,
+            "measured_speedup": med["at"] / med["nat1"], "best_speedup": med["at"] / bound,
+            "rounds": len(times["at"])}
+
+
+BOUND_NOTE = ("No eager implementation of this op graph runs faster than its matmuls on their own plus its other "
+              f"ops at no width ({NO_WIDTH['d_model']} everywhere, vocabulary {NO_WIDTH['vocab_size']}): "
+              "a lower bound on the call's time, so AT / bound is an upper bound on its speedup. Only fewer ops "
+              "(fused kernels) or faster matmuls would lift it.")
 
 
 # --- diagnosis ---------------------------------------------------------------------------------------------------------
@@ -353,6 +404,8 @@ def main(argv: list[str] | None = None) -> dict:
               for index, (variant, model) in enumerate(variants.items())}
     references = {f"[{m},{k}]x[{k},{n}]": reference_rate(m, k, n, floor_repeats)
                   for m, k, n in ((32 * TARGET_LEN, 256, 1024), (1024, 256, 8000))}
+    print("measuring what bounds batch 1 (matmuls alone, other ops at no width)...", flush=True)
+    bound = batch1_bound(variants["copy on"], repeats=4 if args.quick else 12, deadline=budget.section_deadline(1))
 
     # --- report --------------------------------------------------------------------------------------------------
     note = common.load_note(env)
@@ -383,6 +436,19 @@ def main(argv: list[str] | None = None) -> dict:
         ["model", "GFLOP (FlopCounterMode)", "GFLOP in matmuls", "matmul rate GFLOP/s (its own shapes)",
          "floor", "NAT pass (timed with the replay)", "measured/floor", "aim", "status"], floor_rows)
     reference_line = "reference matmul rates: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in references.items())
+    aim1 = AIMS[(1, "nat1")]
+    bound_table = common.markdown_table(["batch 1, copy on (timed interleaved)", "median"], [
+        ["AT greedy (KV cache)", common.fmt_ms(bound["at_seconds"])],
+        ["NAT one pass", f"{common.fmt_ms(bound['nat1_seconds'])} ({bound['measured_speedup']:.2f}x)"],
+        [f"its matmuls alone, replayed ({bound['matmul_gflop']:.2f} GFLOP, "
+         f"{bound['matmul_gflop'] / bound['matmul_seconds']:.0f} GFLOP/s)", common.fmt_ms(bound["matmul_seconds"])],
+        ["its other ops: the call with every width 16 less its matmuls "
+         f"({common.fmt_ms(bound['narrow_nat1_seconds'])} - {common.fmt_ms(bound['narrow_matmul_seconds'])})",
+         common.fmt_ms(bound["other_ops_seconds"])],
+        ["bound: matmuls + other ops", common.fmt_ms(bound["bound_seconds"])],
+        [f"the call a {aim1:g}x aim needs: AT / {aim1:g}", common.fmt_ms(bound["at_seconds"] / aim1)],
+        ["**best speedup this op graph can reach here: AT / bound**", f"**{bound['best_speedup']:.2f}x**"],
+    ])
     rounds = [r["seconds"]["n"] for cases in results.values() for r in cases.values()]
     header = (f"# copynat NAT vs AT decoding ({'quick smoke run' if args.quick else 'full run'}, "
               f"{min(rounds)}-{max(rounds)} interleaved rounds per case, "
@@ -390,7 +456,7 @@ def main(argv: list[str] | None = None) -> dict:
               "decoder_mode='hybrid', source length 32, exactly 32 target tokens (length predictor forced to 32). "
               "Aims apply to the model with the copy head (the default).\n\n" + note + "\n")
     markdown = (header + "\n" + table + "\n\n## Arithmetic floor of one NAT pass, batch 32\n\n" + floor_table + "\n\n"
-                + reference_line)
+                + reference_line + "\n\n## What bounds batch 1\n\n" + BOUND_NOTE + "\n\n" + bound_table)
     print()
     print(markdown)
 
@@ -399,7 +465,7 @@ def main(argv: list[str] | None = None) -> dict:
         "load_note": note, "parameters": params,
         "results": [{"model": variant, "batch": batch, "case": case, "label": CASES[case], **r}
                     for (variant, batch), cases in results.items() for case, r in cases.items()],
-        "floor": floors, "reference_matmul_gflops": references, "aims": aims,
+        "floor": floors, "reference_matmul_gflops": references, "batch1_bound": bound, "aims": aims,
     }
     missed = [name for name, (_, _, status) in aims.items() if status != "met"]
     if args.profile == "always" or (args.profile == "auto" and missed and not args.quick):

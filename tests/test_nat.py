@@ -3,6 +3,7 @@
 import pytest
 import torch
 from conftest import VOCAB, copy_task_batch, tiny_config
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from copynat import CopyNatForConditionalGeneration
 from copynat.modeling.generation_copynat import _cut_after_eos
@@ -80,8 +81,10 @@ def test_mask_predict_heads_only_the_remasked_positions_and_decodes_as_with_the_
     mask = (source != model.config.pad_token_id).long()
     seen = []
 
-    def full_head(tokens, target_mask, states, source_ids, source_mask, mixture=True, positions=None):
-        head = nat_pass(tokens, target_mask, states, source_ids, source_mask, mixture=mixture)
+    def full_head(tokens, target_mask, states, source_ids, source_mask, mixture=True, positions=None,
+                  cross_attention_cache=None):
+        head = nat_pass(tokens, target_mask, states, source_ids, source_mask, mixture=mixture,
+                        cross_attention_cache=cross_attention_cache)
         seen.append(positions is not None)
         if positions is None:
             return head
@@ -117,6 +120,36 @@ def test_mask_predict_heads_only_the_remasked_positions_and_decodes_as_with_the_
         whole = full_head(tokens, target_mask, states, source, mask.bool(), mixture=False, positions=positions)
     for name in ("p_gen", "copy_attention", "vocab_logits"):
         torch.testing.assert_close(getattr(part, name), getattr(whole, name), atol=1e-5, rtol=1e-5)
+
+
+def test_mask_predict_computes_cross_attention_keys_once_and_keeps_no_self_attention_cache(trained_hybrid_model):
+    model = trained_hybrid_model
+    source, _ = copy_task_batch(4, 6, torch.Generator().manual_seed(22))
+    source[:, 2] = 4  # uncertain positions, so refinement passes re-mask something
+    calls = {"cross": 0, "self": 0}
+    hooks = [layer.cross_attn.kv_proj.register_forward_hook(lambda *_: calls.__setitem__("cross", calls["cross"] + 1))
+             for layer in model.model.decoder.layers]
+    hooks += [layer.self_attn.qkv_proj.register_forward_hook(lambda *_: calls.__setitem__("self", calls["self"] + 1))
+              for layer in model.model.decoder.layers]
+    try:
+        model.generate(source, non_autoregressive=True, nat_iterations=4)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    layers = len(model.model.decoder.layers)
+    assert calls["cross"] == layers  # once per layer, not once per pass
+    assert calls["self"] > layers  # while every pass recomputes self-attention
+    with torch.no_grad():  # a non-causal pass given a cache fills its cross-attention part only
+        states = model.model.encoder(input_ids=source).last_hidden_state
+        tokens = torch.full(source.shape, model.config.mask_token_id)
+        target_mask = torch.ones(source.shape, dtype=torch.bool)
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        first = model.nat_pass(tokens, target_mask, states, source, None, cross_attention_cache=cache)
+        again = model.nat_pass(tokens, target_mask, states, source, None, cross_attention_cache=cache)
+        plain = model.nat_pass(tokens, target_mask, states, source, None)
+    assert cache.get_seq_length() == 0 and cache.cross_attention_cache.get_seq_length() == source.shape[1]
+    for head in (first, again):
+        torch.testing.assert_close(head.logits, plain.logits)
 
 
 def test_length_beam_decodes_the_most_likely_lengths():

@@ -11,6 +11,7 @@ import weakref
 
 import torch
 from torch import nn
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.generation.utils import GenerateBeamEncoderDecoderOutput
 
 NAT_ARGUMENTS = ("nat_iterations", "length_beam", "rescore_with_ar")
@@ -200,6 +201,10 @@ def _decode_in_parallel(model, input_ids, attention_mask, nat_iterations, length
     tokens = tokens.masked_fill(~target_mask, config.pad_token_id)
     scores = torch.zeros(target_mask.shape, device=device)
     best_tokens, best_scores = tokens, torch.full((tokens.shape[0],), float("-inf"), device=device)
+    # Every pass reads the same encoder states: their cross-attention keys and values are computed once.
+    cross_cache = None
+    if nat_iterations > 1:
+        cross_cache = EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
     for step in range(nat_iterations):
         masked = tokens == config.mask_token_id if step > 0 else target_mask
         positions = None
@@ -211,7 +216,7 @@ def _decode_in_parallel(model, input_ids, attention_mask, nat_iterations, length
                 break
             positions = masked.int().argsort(dim=1, descending=True, stable=True)[:, :width]
         head = model.nat_pass(tokens, target_mask, encoder_states, source_ids, row_source_mask, mixture=False,
-                              positions=positions)
+                              positions=positions, cross_attention_cache=cross_cache)
         step_scores, step_tokens = model.most_likely_tokens(head, source_ids, overwrite_logits=True)
         if positions is None:
             tokens = torch.where(masked, step_tokens, tokens)

@@ -306,10 +306,12 @@ class DecoderLayer(GradientCheckpointingLayer):
         self.self_block, self.cross_block, self.ffn_block = ResidualBlock(config), ResidualBlock(config), ResidualBlock(config)
 
     def forward(self, hidden_states, encoder_hidden_states, self_attn_mask=None, is_causal=False,
-                cross_attn_mask=None, rotary=None, past_key_values=None, output_attentions=False):
+                cross_attn_mask=None, rotary=None, past_key_values=None, output_attentions=False,
+                cache_self_attention=True):
+        self_cache = past_key_values if cache_self_attention else None
         hidden_states, self_weights = self.self_block(hidden_states, lambda x: self.self_attn(
             x, attention_mask=self_attn_mask, is_causal=is_causal, rotary=rotary,
-            past_key_values=past_key_values, need_weights=output_attentions))
+            past_key_values=self_cache, need_weights=output_attentions))
         hidden_states, cross_weights = self.cross_block(hidden_states, lambda x: self.cross_attn(
             x, key_value_states=encoder_hidden_states, attention_mask=cross_attn_mask,
             past_key_values=past_key_values, need_weights=output_attentions))
@@ -474,6 +476,8 @@ class CopyNatDecoder(nn.Module):
             floor = (source[None, :] >= cross_attention_floor[:, None])[:, None, None, :]
             cross_mask = floor if cross_mask is None else cross_mask & floor
 
+        # A parallel pass recomputes every position's self-attention, so a cache given to it holds only what does not
+        # change between passes: the cross-attention keys and values of the encoder states (mask-predict reuses them).
         all_hidden, all_self, all_cross = [], [], []
         for index, layer in enumerate(self.layers):
             if output_hidden_states:
@@ -481,7 +485,7 @@ class CopyNatDecoder(nn.Module):
             want_weights = bool(output_attentions) or (cross_attention_weights_of_last_layer and index == len(self.layers) - 1)
             hidden, self_weights, cross_weights = layer(
                 hidden, encoder_hidden_states, self_attn_mask=self_mask, is_causal=is_causal, cross_attn_mask=cross_mask,
-                rotary=rotary, past_key_values=past_key_values, output_attentions=want_weights,
+                rotary=rotary, past_key_values=past_key_values, output_attentions=want_weights, cache_self_attention=causal,
             )
             all_self.append(self_weights)
             all_cross.append(cross_weights)
@@ -908,14 +912,17 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
         index = index.clamp(max=(src_len - 1)[:, None].clamp_min(0))
         return source_embeds.gather(1, index[..., None].expand(-1, -1, source_embeds.shape[-1]))
 
-    def nat_pass(self, tokens, target_mask, encoder_states, source_ids, source_mask, mixture=True, positions=None):
+    def nat_pass(self, tokens, target_mask, encoder_states, source_ids, source_mask, mixture=True, positions=None,
+                 cross_attention_cache: EncoderDecoderCache | None = None):
         """One parallel decoder pass: the same decoder without the causal mask, the same output head. With
         `positions` [batch, n] the head reads only those target positions (it works position by position, so their
-        outputs are the full pass's): mask-predict re-predicts only the tokens it hid again."""
+        outputs are the full pass's): mask-predict re-predicts only the tokens it hid again. A `cross_attention_cache`
+        (an empty EncoderDecoderCache on the first pass) keeps the cross-attention keys and values for later passes
+        over the same encoder states."""
         embeds = self.nat_decoder_inputs(tokens, target_mask, source_ids, source_mask)
         decoded = self.model.decoder(inputs_embeds=embeds, encoder_hidden_states=encoder_states,
                                      encoder_padding_mask=source_mask, decoder_padding_mask=target_mask, causal=False,
-                                     use_cache=False).last_hidden_state
+                                     past_key_values=cross_attention_cache, use_cache=False).last_hidden_state
         if positions is not None:
             index = positions[..., None].expand(-1, -1, decoded.shape[-1])
             decoded, embeds = decoded.gather(1, index), embeds.gather(1, index)
