@@ -147,8 +147,13 @@ def test_mask_predict_computes_cross_attention_keys_once_and_keeps_no_self_atten
         first = model.nat_pass(tokens, target_mask, states, source, None, cross_attention_cache=cache)
         again = model.nat_pass(tokens, target_mask, states, source, None, cross_attention_cache=cache)
         plain = model.nat_pass(tokens, target_mask, states, source, None)
+        # an AR cache (self-attention states of 3 steps) neither shifts the positions nor grows
+        ar = model(input_ids=source, decoder_input_ids=source[:, :3], use_cache=True)
+        ar_cache = ar.cache if "cache" in ar else ar.past_key_values
+        after_ar = model.nat_pass(tokens, target_mask, states, source, None, cross_attention_cache=ar_cache)
     assert cache.get_seq_length() == 0 and cache.cross_attention_cache.get_seq_length() == source.shape[1]
-    for head in (first, again):
+    assert ar_cache.get_seq_length() == 3
+    for head in (first, again, after_ar):
         torch.testing.assert_close(head.logits, plain.logits)
 
 

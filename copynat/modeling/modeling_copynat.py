@@ -452,7 +452,7 @@ class CopyNatDecoder(nn.Module):
         batch, length = inputs_embeds.shape[:2]
         if use_cache and past_key_values is None and causal:
             past_key_values = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
-        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        past = past_key_values.get_seq_length() if past_key_values is not None and causal else 0
         position_encoding = self.embed_positions(past, length, inputs_embeds.device)
         hidden = inputs_embeds if position_encoding is None else inputs_embeds + position_encoding.to(inputs_embeds.dtype)
         hidden = F.dropout(hidden, p=self.config.dropout, training=self.training)
@@ -485,7 +485,8 @@ class CopyNatDecoder(nn.Module):
             want_weights = bool(output_attentions) or (cross_attention_weights_of_last_layer and index == len(self.layers) - 1)
             hidden, self_weights, cross_weights = layer(
                 hidden, encoder_hidden_states, self_attn_mask=self_mask, is_causal=is_causal, cross_attn_mask=cross_mask,
-                rotary=rotary, past_key_values=past_key_values, output_attentions=want_weights, cache_self_attention=causal,
+                rotary=rotary, past_key_values=past_key_values, output_attentions=want_weights,
+                cache_self_attention=causal,
             )
             all_self.append(self_weights)
             all_cross.append(cross_weights)
