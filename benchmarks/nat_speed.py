@@ -19,10 +19,10 @@ NAT generate() call at batch 32 (`torch.utils.flop_counter.FlopCounterMode`) div
 measured in the same run on the very matmul shapes that call executes (recorded with a dispatch mode, each timed in
 isolation, rate = their FLOPs / their time). The GFLOP/s of two reference shapes are printed too.
 
-What bounds batch 1: AT greedy, the batch-1 NAT call, its matmuls replayed on their own, and the same call on the
-model with every width 16 (its ops at next to no arithmetic) and that call's matmuls, all timed interleaved. The
-matmuls alone plus the narrow call's other ops bound the call from below, so AT / that bound is the best speedup
-this op graph can reach on this machine.
+What bounds batch 1: AT greedy, and for one pass and mask-predict 4 at batch 1 the call, its matmuls replayed on
+their own, the same call on the model with every width 16 (its ops at next to no arithmetic) and that call's
+matmuls, all timed interleaved. The matmuls alone plus the narrow call's other ops bound the call from below, so
+AT / that bound is the best speedup this op graph can reach on this machine.
 
 If an aim is missed, a torch.profiler table of the NAT path (batch 32, sorted by self CPU time) and a stage breakdown
 are written to `benchmarks/results/nat_speed_profile.txt`.
@@ -268,6 +268,7 @@ def arithmetic_floor(call, repeats: int, deadline: float | None = None) -> dict:
 # so its time less its own matmuls is what the ops cost apart from their arithmetic. The vocabulary (512) stays wide
 # enough for most_likely_tokens to take the same kernels.
 NO_WIDTH = dict(d_model=16, encoder_ffn_dim=16, decoder_ffn_dim=16, vocab_size=512)
+BOUND_CASES = ("nat1", "mp4")  # the cases with a batch-1 aim
 
 
 def batch1_bound(model, repeats: int, deadline: float | None = None) -> dict:
@@ -280,20 +281,25 @@ def batch1_bound(model, repeats: int, deadline: float | None = None) -> dict:
     narrow_source = common.random_ids(1, SOURCE_LEN, vocab_size=NO_WIDTH["vocab_size"], seed=11)
     check_lengths(narrow, narrow_source, mask)
     calls = decode_calls(model, source, mask)
-    narrow_call = decode_calls(narrow, narrow_source, mask)["nat1"]
-    _, replay, flops = matmul_replay(calls["nat1"])
-    _, narrow_replay, _ = matmul_replay(narrow_call)
-    times = common.time_interleaved({"at": calls["at"], "nat1": calls["nat1"], "matmuls": replay,
-                                     "narrow nat1": narrow_call, "narrow matmuls": narrow_replay},
-                                    repeats=repeats, warmup=1, deadline=deadline)
+    narrow_calls = decode_calls(narrow, narrow_source, mask)
+    cases = {"at": calls["at"]}
+    flops = {}
+    for case in BOUND_CASES:
+        _, replay, flops[case] = matmul_replay(calls[case])
+        _, narrow_replay, _ = matmul_replay(narrow_calls[case])
+        cases.update({case: calls[case], f"{case} matmuls": replay,
+                      f"narrow {case}": narrow_calls[case], f"narrow {case} matmuls": narrow_replay})
+    times = common.time_interleaved(cases, repeats=repeats, warmup=1, deadline=deadline)
     med = {name: statistics.median(t) for name, t in times.items()}
-    other_ops = max(0.0, med["narrow nat1"] - med["narrow matmuls"])
-    bound = med["matmuls"] + other_ops
-    return {"at_seconds": med["at"], "nat1_seconds": med["nat1"], "matmul_seconds": med["matmuls"],
-            "matmul_gflop": flops / 1e9, "narrow_nat1_seconds": med["narrow nat1"],
-            "narrow_matmul_seconds": med["narrow matmuls"], "other_ops_seconds": other_ops, "bound_seconds": bound,
-            "measured_speedup": med["at"] / med["nat1"], "best_speedup": med["at"] / bound,
-            "rounds": len(times["at"])}
+    result = {"at_seconds": med["at"], "rounds": len(times["at"])}
+    for case in BOUND_CASES:
+        other_ops = max(0.0, med[f"narrow {case}"] - med[f"narrow {case} matmuls"])
+        bound = med[f"{case} matmuls"] + other_ops
+        result[case] = {"seconds": med[case], "matmul_seconds": med[f"{case} matmuls"], "matmul_gflop": flops[case] / 1e9,
+                        "narrow_seconds": med[f"narrow {case}"], "narrow_matmul_seconds": med[f"narrow {case} matmuls"],
+                        "other_ops_seconds": other_ops, "bound_seconds": bound,
+                        "measured_speedup": med["at"] / med[case], "best_speedup": med["at"] / bound}
+    return result
 
 
 BOUND_NOTE = ("No eager implementation of this op graph runs faster than its matmuls on their own plus its other "
@@ -436,19 +442,24 @@ def main(argv: list[str] | None = None) -> dict:
         ["model", "GFLOP (FlopCounterMode)", "GFLOP in matmuls", "matmul rate GFLOP/s (its own shapes)",
          "floor", "NAT pass (timed with the replay)", "measured/floor", "aim", "status"], floor_rows)
     reference_line = "reference matmul rates: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in references.items())
-    aim1 = AIMS[(1, "nat1")]
-    bound_table = common.markdown_table(["batch 1, copy on (timed interleaved)", "median"], [
-        ["AT greedy (KV cache)", common.fmt_ms(bound["at_seconds"])],
-        ["NAT one pass", f"{common.fmt_ms(bound['nat1_seconds'])} ({bound['measured_speedup']:.2f}x)"],
-        [f"its matmuls alone, replayed ({bound['matmul_gflop']:.2f} GFLOP, "
-         f"{bound['matmul_gflop'] / bound['matmul_seconds']:.0f} GFLOP/s)", common.fmt_ms(bound["matmul_seconds"])],
-        ["its other ops: the call with every width 16 less its matmuls "
-         f"({common.fmt_ms(bound['narrow_nat1_seconds'])} - {common.fmt_ms(bound['narrow_matmul_seconds'])})",
-         common.fmt_ms(bound["other_ops_seconds"])],
-        ["bound: matmuls + other ops", common.fmt_ms(bound["bound_seconds"])],
-        [f"the call a {aim1:g}x aim needs: AT / {aim1:g}", common.fmt_ms(bound["at_seconds"] / aim1)],
-        ["**best speedup this op graph can reach here: AT / bound**", f"**{bound['best_speedup']:.2f}x**"],
-    ])
+    at1 = bound["at_seconds"]
+    bound_table = common.markdown_table(
+        [f"batch 1, copy on ({bound['rounds']} interleaved rounds; AT greedy {common.fmt_ms(at1)})",
+         *(CASES[case] for case in BOUND_CASES)], [
+            ["measured call (speedup vs AT)",
+             *(f"{common.fmt_ms(bound[c]['seconds'])} ({bound[c]['measured_speedup']:.2f}x)" for c in BOUND_CASES)],
+            ["its matmuls alone, replayed (GFLOP, GFLOP/s)",
+             *(f"{common.fmt_ms(bound[c]['matmul_seconds'])} ({bound[c]['matmul_gflop']:.2f}, "
+               f"{bound[c]['matmul_gflop'] / bound[c]['matmul_seconds']:.0f})" for c in BOUND_CASES)],
+            ["its other ops: the width-16 call less its matmuls",
+             *(f"{common.fmt_ms(bound[c]['other_ops_seconds'])} ({common.fmt_ms(bound[c]['narrow_seconds'])} - "
+               f"{common.fmt_ms(bound[c]['narrow_matmul_seconds'])})" for c in BOUND_CASES)],
+            ["bound: matmuls + other ops", *(common.fmt_ms(bound[c]["bound_seconds"]) for c in BOUND_CASES)],
+            ["the call the aim needs: AT / aim",
+             *(f"{common.fmt_ms(at1 / AIMS[(1, c)])} ({AIMS[(1, c)]:g}x)" for c in BOUND_CASES)],
+            ["**best speedup this op graph can reach here: AT / bound**",
+             *(f"**{bound[c]['best_speedup']:.2f}x**" for c in BOUND_CASES)],
+        ])
     rounds = [r["seconds"]["n"] for cases in results.values() for r in cases.values()]
     header = (f"# copynat NAT vs AT decoding ({'quick smoke run' if args.quick else 'full run'}, "
               f"{min(rounds)}-{max(rounds)} interleaved rounds per case, "
