@@ -272,9 +272,9 @@ BOUND_CASES = ("nat1", "mp4")  # the cases with a batch-1 aim
 
 
 def batch1_bound(model, repeats: int, deadline: float | None = None) -> dict:
-    """A lower bound on the batch-1 NAT call of this op graph on this machine: its matmuls replayed on their own plus
-    its other ops at no width (the NO_WIDTH model's call less that call's matmuls). AT greedy, both calls and both
-    replays are timed interleaved, so the best reachable speedup AT / bound is one same-load ratio."""
+    """Lower bounds on the batch-1 NAT calls of BOUND_CASES on this machine: each call's matmuls replayed on their own
+    plus its other ops at no width (the NO_WIDTH model's call less that call's matmuls). AT greedy, the calls and the
+    replays are timed interleaved, so each best reachable speedup AT / bound is one same-load ratio."""
     source = common.random_ids(1, SOURCE_LEN, seed=11)
     mask = torch.ones_like(source)
     narrow = build_model(model.copy_generator is not None, **NO_WIDTH)
