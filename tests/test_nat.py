@@ -1,5 +1,7 @@
 """Non-autoregressive decoding: length prediction, parallel decoding, mask-predict, length beam, generate()."""
 
+from collections import Counter
+
 import pytest
 import torch
 from conftest import VOCAB, copy_task_batch, tiny_config
@@ -7,6 +9,7 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from copynat import CopyNatForConditionalGeneration
 from copynat.modeling.generation_copynat import _cut_after_eos
+from copynat.modeling.modeling_copynat import CACHE_NAME
 
 
 def test_length_and_nat_losses_train_exact_parallel_copies(trained_hybrid_model):
@@ -126,11 +129,10 @@ def test_mask_predict_computes_cross_attention_keys_once_and_keeps_no_self_atten
     model = trained_hybrid_model
     source, _ = copy_task_batch(4, 6, torch.Generator().manual_seed(22))
     source[:, 2] = 4  # uncertain positions, so refinement passes re-mask something
-    calls = {"cross": 0, "self": 0}
-    hooks = [layer.cross_attn.kv_proj.register_forward_hook(lambda *_: calls.__setitem__("cross", calls["cross"] + 1))
-             for layer in model.model.decoder.layers]
-    hooks += [layer.self_attn.qkv_proj.register_forward_hook(lambda *_: calls.__setitem__("self", calls["self"] + 1))
-              for layer in model.model.decoder.layers]
+    calls = Counter()
+    hooks = [projection.register_forward_hook(lambda *_, name=name: calls.update([name]))
+             for layer in model.model.decoder.layers
+             for name, projection in (("cross", layer.cross_attn.kv_proj), ("self", layer.self_attn.qkv_proj))]
     try:
         model.generate(source, non_autoregressive=True, nat_iterations=4)
     finally:
@@ -149,7 +151,7 @@ def test_mask_predict_computes_cross_attention_keys_once_and_keeps_no_self_atten
         plain = model.nat_pass(tokens, target_mask, states, source, None)
         # an AR cache (self-attention states of 3 steps) neither shifts the positions nor grows
         ar = model(input_ids=source, decoder_input_ids=source[:, :3], use_cache=True)
-        ar_cache = ar.cache if "cache" in ar else ar.past_key_values
+        ar_cache = getattr(ar, CACHE_NAME)
         after_ar = model.nat_pass(tokens, target_mask, states, source, None, cross_attention_cache=ar_cache)
     assert cache.get_seq_length() == 0 and cache.cross_attention_cache.get_seq_length() == source.shape[1]
     assert ar_cache.get_seq_length() == 3
