@@ -1,99 +1,95 @@
-"""Tests of the embedded echo data set (copynat.data)."""
+"""Tests of the embedded echo data set (copynat.data): entities of every shape and script, the splits, the metrics."""
 
 from __future__ import annotations
 
+import random
 import re
+import unicodedata
 
 import datasets
 import pytest
 
 from copynat.data import (
-    ECHO_TEMPLATES,
+    OOD_FAMILIES,
+    REAL_NAMES_LATIN,
+    REAL_NAMES_OTHER_SCRIPTS,
+    REAL_PLACES,
+    TRAIN_FAMILIES,
+    copy_rates_by_category,
     entity_copy_rate,
     entity_split,
-    entity_words,
     exact_match,
     make_copy_dataset,
     make_echo_dataset,
     make_echo_examples,
-    make_entity_tokenizer,
+    make_echo_ood_examples,
 )
 
 
 @pytest.fixture(scope="module")
 def echo():
-    return make_echo_dataset(num_train=3000, num_validation=200, num_test=400, seed=0)
-
-
-def _all_words(ds) -> set[str]:
-    return {w for text in list(ds["source"]) + list(ds["target"]) for w in entity_words(text)}
+    return make_echo_dataset(num_train=3000, num_validation=200, num_test=400, num_test_ood=300, seed=0)
 
 
 def _occurs_as_word(entity: str, text: str) -> bool:
-    start = text.find(entity)
-    while start != -1:
-        end = start + len(entity)
-        before = text[start - 1] if start else " "
-        after = text[end : end + 2]
-        if not (before.isalnum() or before in ":-") and not (
-            after[:1].isalnum() or (after[:1] in (":", "-") and after[1:2].isalnum())
-        ):
-            return True
-        start = text.find(entity, start + 1)
-    return False
+    """`entity` in `text`, not as part of a longer word."""
+    return entity_copy_rate([text], [[entity]]) == 1.0
+
+
+def _scripts(text: str) -> set[str]:
+    return {unicodedata.name(c).split()[0] for c in text if c.isalpha()}
 
 
 def test_splits_sizes_and_columns(echo):
     assert isinstance(echo, datasets.DatasetDict)
-    assert set(echo) == {"train", "validation", "test"}
-    assert (echo["train"].num_rows, echo["validation"].num_rows, echo["test"].num_rows) == (3000, 200, 400)
+    assert set(echo) == {"train", "validation", "test", "test_ood"}
+    assert [echo[s].num_rows for s in ("train", "validation", "test", "test_ood")] == [3000, 200, 400, 300]
     for split in echo.values():
-        assert {"source", "target", "entities"} <= set(split.column_names)
-        row = split[0]
-        assert isinstance(row["source"], str) and isinstance(row["target"], str)
-        assert isinstance(row["entities"], list) and row["entities"]
+        assert set(split.column_names) == {"source", "target", "entities", "categories"}
+        for row in split.select(range(20)):
+            assert row["entities"] and len(row["entities"]) == len(row["categories"])
+    assert "test_ood" not in make_echo_dataset(num_train=5, num_validation=2, num_test=2, num_test_ood=0)
 
 
 def test_default_sizes():
     ds = make_echo_dataset()
-    assert {k: v.num_rows for k, v in ds.items()} == {"train": 20000, "validation": 500, "test": 1000}
+    assert {k: v.num_rows for k, v in ds.items()} == {"train": 20000, "validation": 500, "test": 1000,
+                                                       "test_ood": 1500}
 
 
 def test_deterministic_by_seed(echo):
-    again = make_echo_dataset(num_train=3000, num_validation=200, num_test=400, seed=0)
+    again = make_echo_dataset(num_train=3000, num_validation=200, num_test=400, num_test_ood=300, seed=0)
     for split in echo:
         assert echo[split].to_dict() == again[split].to_dict()
-    other = make_echo_dataset(num_train=3000, num_validation=200, num_test=400, seed=1)
+    other = make_echo_dataset(num_train=3000, num_validation=200, num_test=400, num_test_ood=300, seed=1)
     for split in echo:
         assert list(echo[split]["source"]) != list(other[split]["source"])
 
 
 def test_split_content_independent_of_other_split_sizes(echo):
-    small = make_echo_dataset(num_train=10, num_validation=5, num_test=400, seed=0)
+    small = make_echo_dataset(num_train=10, num_validation=5, num_test=400, num_test_ood=300, seed=0)
     assert small["test"].to_dict() == echo["test"].to_dict()
+    assert small["test_ood"].to_dict() == echo["test_ood"].to_dict()
     assert list(small["train"]["source"]) == list(echo["train"]["source"])[:10]
 
 
-def test_test_entities_unseen_in_train(echo):
-    train_words = _all_words(echo["train"])
-    for split in ("validation", "test"):
-        ents = {e for row in echo[split]["entities"] for e in row}
-        ent_words = {w for e in ents for w in entity_words(e)}
-        assert ent_words, split
-        assert not ent_words & train_words, f"{split} entity words leak into train"
-        # also as raw (word-bounded) strings anywhere in train text
-        train_text = "\n".join(list(echo["train"]["source"]) + list(echo["train"]["target"]))
-        for e in ents:
-            assert not _occurs_as_word(e, train_text), e
-    # the entity pools themselves are pairwise disjoint
-    pools = {s: {e.lower() for row in echo[s]["entities"] for e in row} for s in echo}
-    assert not pools["train"] & pools["test"]
-    assert not pools["train"] & pools["validation"]
-    assert not pools["validation"] & pools["test"]
+def test_held_out_entities_never_occur_in_training(echo):
+    """No held-out entity is a training entity; one of 4+ characters occurs nowhere in the training text either
+    (there are only 100 two-digit strings: "05" may stand inside a training URL's "?id=05")."""
+    train_text = "\n".join(list(echo["train"]["source"]) + list(echo["train"]["target"]))
+    pools = {s: {e for row in echo[s]["entities"] for e in row} for s in echo}
+    for split in ("validation", "test", "test_ood"):
+        for entity in pools[split]:
+            assert len(entity) < 4 or not _occurs_as_word(entity, train_text), (split, entity)
+    lowered = {s: {e.lower() for e in pool} for s, pool in pools.items()}
+    assert not lowered["train"] & lowered["test"]
+    assert not lowered["train"] & lowered["validation"]
+    assert not lowered["validation"] & lowered["test"]
+    assert not lowered["train"] & lowered["test_ood"]
 
 
 def test_entity_split_is_consistent(echo):
-    for split in echo:
+    for split in ("train", "validation", "test"):
         for row in list(echo[split]["entities"])[:200]:
             for e in row:
                 assert entity_split(e) == split
@@ -105,35 +101,67 @@ def test_entity_split_is_consistent(echo):
 
 def test_target_entities_are_copied_from_source(echo):
     for split in echo.values():
-        d = split.to_dict()
-        for row in (dict(zip(d, vals)) for vals in zip(*d.values())):
-            assert row["entities"], row
+        for row in split:
             for e in row["entities"]:
-                assert e in row["source"], row
-                assert e in row["target"], row
-            # the target words outside the entities are template words
-            assert entity_copy_rate([row["target"]], [row["entities"]]) == 1.0
+                assert e in row["source"] and e in row["target"], row
+            assert entity_copy_rate([row["target"]], [row["entities"]], [row["target"]]) == 1.0
 
 
-def test_entity_kinds_and_lengths(echo):
+def test_training_entities_have_every_promised_shape_and_script(echo):
     ents = [e for row in echo["train"]["entities"] for e in row]
-    assert any(re.fullmatch(r"[A-Z][a-z]+", e) for e in ents)  # names / places
-    assert any(re.fullmatch(r"[1-9]\d{1,4}", e) for e in ents)  # numbers
-    assert any(re.fullmatch(r"\d{1,2}:\d\d", e) for e in ents)  # times
-    assert any(re.fullmatch(r"[A-Z]{2}-\d{2,3}", e) for e in ents)  # codes
-    src_len = [len(s.split()) for s in echo["train"]["source"]]
-    tgt_len = [len(t.split()) for t in echo["train"]["target"]]
-    assert max(src_len) <= 25 and max(tgt_len) <= 25
-    assert min(tgt_len) >= 2
-    # all templates are used
-    assert len(set(echo["train"]["source"])) > 2900
-    assert len(ECHO_TEMPLATES) >= 15
+    cats = {c for row in echo["train"]["categories"] for c in row}
+    assert cats == {f.category for f in TRAIN_FAMILIES}
+    latin = [e for e in ents if re.fullmatch(r"[A-Za-z'\- ]+", e)]
+    assert any(len(e) == 1 for e in latin) and any(len(e) >= 20 for e in latin)
+    assert any(re.fullmatch(r"(Mc|Mac)[A-Z][a-z]+", e) for e in ents)  # McDonald
+    assert any("'" in e for e in ents) and any(re.fullmatch(r"[A-Z][a-z]+-[A-Z][a-z]+", e) for e in ents)
+    assert any(unicodedata.decomposition(c) for e in ents for c in e if c.isalpha() and ord(c) < 0x250)  # José
+    scripts = set().union(*(_scripts(e) for e in ents))
+    assert {"LATIN", "CJK", "HIRAGANA", "KATAKANA", "HANGUL", "CYRILLIC", "GREEK", "ARABIC"} <= scripts
+    digits = [e for e in ents if e.isdigit()]
+    assert {len(d) for d in digits} == set(range(1, 17))
+    assert any(d.startswith("00") for d in digits)
+    assert any(re.fullmatch(r"\d{1,2}:\d\d(:\d\d)?( ?[aApP][mM])?", e) for e in ents)  # times
+    assert any(re.fullmatch(r"[^@\s]+@[^@\s]+\.[a-z.]+", e) for e in ents)  # e-mail addresses
+    assert any(e.startswith(("http://", "https://")) for e in ents)  # URLs
+    assert any(re.fullmatch(r"[A-Z0-9]{2,4}(-[A-Z0-9]{2,4})+", e) for e in ents)  # codes
+    assert any(re.search(r"[\u4e00-\u9fff]", row) for row in echo["train"]["source"])  # Chinese templates
+
+
+def test_out_of_distribution_families_are_held_out(echo):
+    """Every OOD family is in test_ood, equally often, and none of its shapes occurs in training."""
+    cats = [c for row in echo["test_ood"]["categories"] for c in row]
+    for family in OOD_FAMILIES:
+        assert cats.count(family.category) >= 300 // len(OOD_FAMILIES), family
+    train_scripts = set().union(*(_scripts(e) for row in echo["train"]["entities"] for e in row))
+    assert not {"HEBREW", "DEVANAGARI", "GEORGIAN"} & train_scripts
+    ood = dict(zip(cats, (e for row in echo["test_ood"]["entities"] for e in row)))
+    train_ents = [e for row in echo["train"]["entities"] for e in row]
+    assert max(len(e) for e in train_ents if e.isalpha() and e.isascii()) < 30 <= len(ood["name/long-latin"])
+    assert max(len(e) for e in train_ents if e.isdigit()) <= 16 < len(ood["number/long-digits"])
+    assert not any(e.startswith("+") for e in train_ents) and ood["number/shape-phone"].startswith("+")
+    assert not any("/" in e for e in train_ents if "://" not in e) and "/" in ood["code/shape-slashed"]
+    # the real-world names and places are hand-written, not generated, and never training entities
+    real = set(REAL_NAMES_LATIN) | set(REAL_NAMES_OTHER_SCRIPTS) | set(REAL_PLACES)
+    assert "庫洛洛" in REAL_NAMES_OTHER_SCRIPTS and "Krzysztof" in REAL_NAMES_LATIN
+    assert not real & set(make_echo_examples(3000, "train", seed=5)[0]["entities"] + train_ents)
+    assert any(e in real for row in echo["test_ood"]["entities"] for e in row)
 
 
 def test_make_echo_examples_validates():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="split"):
         make_echo_examples(3, split="dev")
     assert make_echo_examples(0, "test") == []
+    with pytest.raises(ValueError):
+        make_echo_ood_examples(-1)
+
+
+def test_generators_are_deterministic_and_never_empty():
+    for family in TRAIN_FAMILIES + OOD_FAMILIES:
+        first = [family.make(random.Random(7)) for _ in range(3)]
+        assert first == [family.make(random.Random(7)) for _ in range(3)]
+        rng = random.Random(1)
+        assert all(family.make(rng).strip() for _ in range(200)), family.category
 
 
 def test_exact_match():
@@ -143,14 +171,6 @@ def test_exact_match():
     assert exact_match([], []) == 0.0
     with pytest.raises(ValueError):
         exact_match(["a"], [])
-
-
-def test_occurs_as_word_helper():
-    assert _occurs_as_word("Kuro", "I am Kuro.")
-    assert not _occurs_as_word("Kuro", "I am Kuroro.")
-    assert not _occurs_as_word("42", "code XK-42 and 1420")
-    assert _occurs_as_word("7:45", "at 7:45.")
-    assert not _occurs_as_word("7:45", "at 17:45.")
 
 
 def test_entity_copy_rate():
@@ -165,12 +185,31 @@ def test_entity_copy_rate():
         entity_copy_rate(["a", "b"], [["a"]])
 
 
+def test_entity_copy_rate_in_text_without_spaces():
+    """Chinese glues an entity to its neighbours: with the reference, the neighbours decide (a stutter fails)."""
+    reference = "替我向東京的王小明问好!"
+    assert entity_copy_rate([reference], [["東京", "王小明"]], [reference]) == 1.0
+    assert entity_copy_rate(["替我向東京京的王小明明问好!"], [["東京", "王小明"]], [reference]) == 0.0
+    assert entity_copy_rate([reference], [["東京"]]) == 0.0  # no reference: glued means part of a longer word
+    assert entity_copy_rate(["你好!Kuroro!"], [["Kuroro"]], ["你好!Kuroro!"]) == 1.0
+
+
+def test_copy_rates_by_category():
+    rates = copy_rates_by_category(["Hello, Kuroro!", "Hello, 庫洛!"], [["Kuroro"], ["庫洛洛"]],
+                                   [["name/latin"], ["name/cjk"]], ["Hello, Kuroro!", "Hello, 庫洛洛!"])
+    assert rates == {"all": 0.5, "name/cjk": 0.0, "name/latin": 1.0}
+    with pytest.raises(ValueError, match="categories"):
+        copy_rates_by_category(["a"], [["a", "b"]], [["x"]])
+
+
 def test_references_score_perfectly(echo):
+    for split in ("test", "test_ood"):
+        rows = echo[split]
+        assert exact_match(list(rows["target"]), list(rows["target"])) == 1.0
+        rates = copy_rates_by_category(rows["target"], rows["entities"], rows["categories"], rows["target"])
+        assert set(rates.values()) == {1.0}
+    # echoing the source verbatim copies every spaced entity, but matches no reply
     test = echo["test"]
-    assert exact_match(list(test["target"]), list(test["target"])) == 1.0
-    assert entity_copy_rate(list(test["target"]), list(test["entities"])) == 1.0
-    # echoing the source verbatim copies every entity, but matches no reply
-    assert entity_copy_rate(list(test["source"]), list(test["entities"])) == 1.0
     assert exact_match(list(test["source"]), list(test["target"])) == 0.0
 
 
@@ -189,21 +228,3 @@ def test_make_copy_dataset():
     assert {w for s in var["source"] for w in s.split()} <= {"a", "b", "c"}
     with pytest.raises(ValueError):
         make_copy_dataset(5, 0)
-
-
-def test_entity_tokenizer_makes_each_entity_one_token_unseen_in_training(echo):
-    """The whole-word variant: every copied entity is a single token, the texts round-trip, and no token of a test
-    entity occurs anywhere in the tokenized training split (never a training input nor target)."""
-    tokenizer = make_entity_tokenizer(echo, vocab_size=400)
-    train_ids = set()
-    for text in list(echo["train"]["source"]) + list(echo["train"]["target"]):
-        ids = tokenizer(text)["input_ids"]
-        train_ids.update(ids)
-        assert tokenizer.decode(ids, skip_special_tokens=True) == text
-    for row in echo["test"]:
-        ids = tokenizer(row["target"])["input_ids"]
-        assert tokenizer.decode(ids, skip_special_tokens=True) == row["target"]
-        pieces = tokenizer.convert_ids_to_tokens(ids)
-        for entity in row["entities"]:
-            assert entity in pieces, (entity, pieces)
-            assert tokenizer.convert_tokens_to_ids(entity) not in train_ids, entity

@@ -28,6 +28,7 @@ REPO = "org/copynat-tiny"
 EXPECTED_FILES = {
     ".gitattributes", "README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
     "tokenizer_config.json", "configuration_copynat.py", "modeling_copynat.py", "generation_copynat.py",
+    "copy_generator.py", "utf8_validity.py",
     "results.json", "metrics.jsonl", "training_args.json", "test_predictions.greedy.txt",
 }
 #: Decodings compared between the local model and the models loaded from the Hub (AT and NAT).
@@ -280,7 +281,8 @@ def test_copynat_push_cli(hub_server, folder, tmp_path, capsys, monkeypatch):
     for name in ("config.json", "model.safetensors", "modeling_copynat.py"):
         shutil.copy(folder / name, broken)
     # config.json's auto_map needs the modeling code, and modeling_copynat.py its sibling modules
-    with pytest.raises(MissingFilesError, match=r"missing configuration_copynat\.py, generation_copynat\.py \("):
+    with pytest.raises(MissingFilesError, match=r"missing configuration_copynat\.py, copy_generator\.py, "
+                                                r"generation_copynat\.py, utf8_validity\.py \("):
         check_folder(broken)
     assert not hub_server.repos
 

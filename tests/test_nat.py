@@ -92,7 +92,9 @@ def test_mask_predict_heads_only_the_remasked_positions_and_decodes_as_with_the_
         if positions is None:
             return head
         rows = torch.arange(positions.shape[0])[:, None]
-        return head._replace(p_gen=head.p_gen[rows, positions], copy_attention=head.copy_attention[rows, positions],
+        copy = head.copy._replace(p_gen=head.copy.p_gen[rows, positions], attention=head.copy.attention[rows, positions],
+                                  slot_attention=head.copy.slot_attention[rows, positions])
+        return head._replace(p_gen=copy.p_gen, copy_attention=copy.attention, copy=copy,
                              vocab_logits=head.vocab_logits[rows, positions])
 
     def decode(iterations, length_beam=1):

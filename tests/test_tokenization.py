@@ -103,6 +103,31 @@ def test_round_trip_is_exact(tok: PreTrainedTokenizerFast, text: str) -> None:
     assert tok.decode(ids, skip_special_tokens=True) == text
 
 
+def _pieces_of(tokenizer: PreTrainedTokenizerFast, text: str, part: str) -> list[str]:
+    """The pieces that spell `part` where it stands in `text`."""
+    encoded = tokenizer(text, return_offsets_mapping=True)
+    start = text.index(part)
+    end = start + len(part)
+    return [tokenizer.convert_ids_to_tokens(i) for i, (a, b) in zip(encoded["input_ids"], encoded["offset_mapping"])
+            if b > start and a < end]
+
+
+def test_a_name_is_the_same_pieces_wherever_it_stands(tok: PreTrainedTokenizerFast) -> None:
+    """What lets a copy model echo a name: in another script after a space, at the start, or glued to Chinese text
+    it is spelled alike (the space before a non-ASCII character is a piece of its own), and no piece joins a Han or
+    kana character to its neighbour."""
+    for name in ("Мария", "東京", "대木", "Σοφία", "محمد"):
+        spelled = {tuple(_pieces_of(tok, text, name)) for text in
+                   (f"I am {name}.", f"{name} is here.", f"我是{name}。", f"你好!{name}!", f"({name})")}
+        assert len(spelled) == 1, (name, spelled)
+    assert "Ġ" in tok.convert_ids_to_tokens(tok("I am Мария.")["input_ids"])  # the space before М: a piece alone
+    for text in ("我是大木博士", "東京へ行きます"):
+        pieces = tok(text, add_special_tokens=False)["input_ids"]
+        decoded = [tok.decode([p]) for p in pieces]
+        assert "".join(decoded) == text or any("\ufffd" in d for d in decoded)  # byte pieces of one character
+        assert all(len(d) <= 1 for d in decoded if "\ufffd" not in d)  # never two characters in one piece
+
+
 def test_batch_round_trip_and_no_normalization(tok: PreTrainedTokenizerFast) -> None:
     batch = tok(TRICKY, padding=True)["input_ids"]
     assert tok.batch_decode(batch, skip_special_tokens=True) == TRICKY

@@ -190,11 +190,11 @@ def test_no_arguments_gives_the_echo_task(tmp_path, monkeypatch):
         from copynat.data import make_echo_dataset
     except ImportError as err:  # pragma: no cover - written concurrently
         pytest.skip(f"copynat.data.make_echo_dataset is not importable yet: {err}")
-    small = functools.partial(make_echo_dataset, num_train=60, num_validation=10, num_test=10)
+    small = functools.partial(make_echo_dataset, num_train=60, num_validation=10, num_test=10, num_test_ood=20)
     monkeypatch.setattr(copynat.data, "make_echo_dataset", small)
     raw = load_raw_datasets(make_args(tmp_path, max_train_samples=50))
-    assert set(raw) == {"train", "validation", "test"}
-    assert [len(raw[s]) for s in ("train", "validation", "test")] == [50, 10, 10]
+    assert set(raw) == {"train", "validation", "test", "test_ood"}  # test_ood: entity families never trained on
+    assert [len(raw[s]) for s in ("train", "validation", "test", "test_ood")] == [50, 10, 10, 20]
     assert raw["train"].column_names == ["source", "target"]
     assert all(isinstance(s, str) and s.strip() for s in raw["train"]["source"])
 

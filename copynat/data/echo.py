@@ -1,33 +1,24 @@
-"""The embedded "echo" data set: a tiny conversational task that can only be solved by copying.
+"""The embedded "echo" data set: a conversational task that can only be solved by copying.
 
-The lecture's chatbot example is ``"I am Kuroro." -> "Hello, Kuroro!"``: the decoder has to
-output a word it has never been taught to generate.  :func:`make_echo_dataset` builds a
-whole task of that kind, made by copynat itself (seeded, nothing is downloaded):
+The lecture's chatbot example is ``"I am Kuroro." -> "Hello, Kuroro!"`` (and ``我是庫洛洛 -> 你好!庫洛洛``): the
+decoder has to output a word it has never been taught to generate.  :func:`make_echo_dataset` builds a whole task
+of that kind, made by copynat itself (seeded, nothing is downloaded):
 
-* ~30 conversational template pairs (``"My name is {name} and I live in {place}."`` ->
-  ``"Nice to meet you, {name}. How is {place}?"``), some with two entities, some that
-  reorder or repeat them, some whose source carries an extra entity the reply must leave out;
-* the slots are filled with made-up *entities*: names and places built from random
-  syllables (``"Kuroro"``, ``"Tamikoberg"``), numbers (``"4821"``), clock times
-  (``"7:45"``) and codes (``"XK-42"``);
-* every entity word belongs to exactly one split, decided by a keyed hash of the word
-  (:func:`entity_split`), so the **test entities never occur anywhere in the training
-  data** -- not in a source, not in a target.  The templates themselves are shared.
+* ~50 conversational template pairs in English and Chinese (``"My name is {name} and I live in {place}."`` ->
+  ``"Nice to meet you, {name}. How is {place}?"``), some with two entities, some that reorder them, some whose
+  source carries an extra entity the reply must leave out;
+* the slots are filled with *entities* of many shapes and scripts (:mod:`copynat.data.entities`): Latin names of 1 to
+  24 letters with mixed case, apostrophes, hyphens and diacritics, names and places in CJK, kana, Hangul, Cyrillic,
+  Greek and Arabic script, digit strings of 1 to 16 digits with leading zeros, times, codes, e-mail addresses, URLs;
+* every entity belongs to exactly one split, decided by a keyed hash of the entity (:func:`entity_split`), so **no
+  validation or test entity ever occurs in the training data**;
+* a fourth split, ``"test_ood"``, holds entity *families* that training never sees (scripts, a length range, shapes,
+  hand-written real names and places: :data:`~copynat.data.entities.OOD_FAMILIES`), an equal number of examples
+  per family.
 
-What it measures: the test replies are right only if the model learns *where* the entity
-sits in the source and reproduces it from there, which :func:`entity_copy_rate` scores on
-the test split.  With copynat's byte-level BPE an unseen name is a new string of *seen*
-subword tokens, and a plain Transformer learns to re-emit the tokens it attends to:
-measured in ``benchmarks/copy_echo.py``, the no-copy model reaches 95.0 % exact match
-against the copy model's 95.5 %.  With one token per entity (:func:`make_entity_tokenizer`,
-the benchmark's ``--variant whole-word-entities``) a test entity is a token that occurs in
-no training text, the word-level regime of the pointer-generator papers: there the copy
-model reaches 99.8 % and the no-copy model 66 % (it copies a little through its tied
-input/output embeddings); with untied output projections 99.2 % against 0.0 %.
-
-Sentences are short -- sources 3-9 words (mean 5.8), targets 2-8 words (mean 5.9); about
-11 byte-level BPE tokens on average, at most ~21 -- so a tiny model learns the task in
-minutes on a CPU.
+Each example lists the entities its target copies (``"entities"``) and their categories (``"categories"``,
+``"name/cjk"``, ``"number/long-digits"``); :func:`entity_copy_rate` and :func:`copy_rates_by_category` score
+predictions with them.
 """
 
 from __future__ import annotations
@@ -35,34 +26,36 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-import string
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from .entities import OOD_FAMILIES, REAL_ENTITIES, STRUCTURAL_WORDS, TRAIN_FAMILIES, Family
+
 if TYPE_CHECKING:  # pragma: no cover
     import datasets
-    from transformers import PreTrainedTokenizerFast
 
 __all__ = [
     "ECHO_TEMPLATES",
     "ENTITY_KINDS",
+    "SPLITS",
     "SPLIT_FRACTIONS",
     "entity_split",
     "entity_words",
     "make_echo_dataset",
     "make_echo_examples",
+    "make_echo_ood_examples",
     "make_copy_dataset",
-    "make_entity_tokenizer",
     "exact_match",
     "entity_copy_rate",
+    "copy_rates_by_category",
+    "repeats_beyond_source",
 ]
 
-# --------------------------------------------------------------------------- templates
+# --------------------------------------------------------------------------------------------------- templates
 
-#: ``(source_template, target_template)`` pairs.  Slots: ``{name}``, ``{name2}``,
-#: ``{place}``, ``{place2}``, ``{number}``, ``{time}``, ``{code}``.  Every target has at
-#: least one slot; a slot that appears only in the source is a distractor the reply must
-#: not copy.
+#: ``(source_template, target_template)`` pairs.  Slots: ``{name}``, ``{name2}``, ``{place}``, ``{place2}``,
+#: ``{number}``, ``{time}``, ``{code}``, ``{email}``, ``{url}``.  Every target has at least one slot; a slot that
+#: appears only in the source is a distractor the reply must not copy.
 ECHO_TEMPLATES: tuple[tuple[str, str], ...] = (
     ("I am {name}.", "Hello, {name}!"),
     ("Hi, I am {name}.", "Hello, {name}! Nice to meet you."),
@@ -94,25 +87,40 @@ ECHO_TEMPLATES: tuple[tuple[str, str], ...] = (
     ("Where is {place}?", "I do not know where {place} is."),
     ("The bus {code} goes to {place}.", "Thanks, I will take {code} to {place}."),
     ("I was born in {place} in room {number}.", "So you are from {place}!"),
+    ("My email is {email}.", "Thanks, I will write to {email}."),
+    ("Send the file to {email}, please.", "Okay, sending it to {email} now."),
+    ("You can reach {name} at {email}.", "Got it, {email} for {name}."),
+    ("Visit {url} for details.", "Thanks, I will open {url}."),
+    ("The link is {url}.", "Opening {url} now."),
+    ("Our website is {url} and the code is {code}.", "I will use {code} on {url}."),
+    ("Call me at {number} or write to {email}.", "I will call {number} first."),
+    # Chinese: the lecture's 我是庫洛洛 -> 你好!庫洛洛, and entities glued to the text around them
+    ("我是{name}。", "你好!{name}!"),
+    ("我叫{name}。", "{name}，很高兴认识你。"),
+    ("你好，我是{name}，来自{place}。", "你好{name}!{place}怎么样?"),
+    ("我来自{place}。", "{place}是个好地方!"),
+    ("我的朋友{name}住在{place}。", "替我向{place}的{name}问好!"),
+    ("请打{number}找我。", "好的，我会打{number}。"),
+    ("会议{time}开始。", "好的，{time}见。"),
+    ("我的订单号是{code}。", "谢谢，订单{code}已记录。"),
+    ("我的邮箱是{email}。", "好的，我会发邮件到{email}。"),
+    ("网址是{url}。", "好的，我会打开{url}。"),
+    ("我从{place}搬到了{place2}。", "为什么离开{place}去{place2}?"),
+    ("{name}明天去{place}。", "祝{name}在{place}玩得开心!"),
+    ("{name}和{name2}是我的同学。", "{name2}和{name}好!"),
+    ("我的房间号是{number}，我叫{name}。", "好的{name}，房间{number}。"),
 )
 
 #: slot name -> entity kind
-_SLOT_KIND = {
-    "name": "name",
-    "name2": "name",
-    "place": "place",
-    "place2": "place",
-    "number": "number",
-    "time": "time",
-    "code": "code",
-}
-ENTITY_KINDS: tuple[str, ...] = ("name", "place", "number", "time", "code")
+_SLOT_KIND = {"name": "name", "name2": "name", "place": "place", "place2": "place", "number": "number",
+              "time": "time", "code": "code", "email": "email", "url": "url"}
+ENTITY_KINDS: tuple[str, ...] = ("name", "place", "number", "time", "code", "email", "url")
 
 _SLOT_RE = re.compile(r"\{(\w+)\}")
-#: a "word" for the disjointness guarantee: letters/digits, possibly joined by ':' or '-'
-_WORD_RE = re.compile(r"[A-Za-z0-9]+(?:[:\-][A-Za-z0-9]+)*")
+#: a "word": letters/digits of any script, possibly joined by ':' or '-' ("7:45" and "XK-42" are one word each)
+_WORD_RE = re.compile(r"[^\W_]+(?:[:\-][^\W_]+)*")
 
-# ------------------------------------------------------------------------------ splits
+# ------------------------------------------------------------------------------------------------------ splits
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 #: share of the entity space that belongs to each split (by keyed hash, see entity_split)
@@ -123,9 +131,9 @@ _HASH_KEY = b"copynat-echo-v1"
 def entity_split(entity: str) -> str:
     """The split (``"train"``, ``"validation"`` or ``"test"``) an entity belongs to.
 
-    Decided by a keyed BLAKE2 hash of the lower-cased entity, so it is the same for every
-    seed, every process and every Python version: the three entity pools are disjoint by
-    construction, whatever ``num_train``/``seed`` is used.
+    Decided by a keyed BLAKE2 hash of the lower-cased entity, so it is the same for every seed, every process and
+    every Python version: the three entity pools are disjoint by construction, whatever ``num_train``/``seed`` is
+    used.
     """
     digest = hashlib.blake2b(entity.lower().encode("utf-8"), digest_size=8, key=_HASH_KEY).digest()
     u = int.from_bytes(digest, "big") / 2.0**64
@@ -138,8 +146,7 @@ def entity_split(entity: str) -> str:
 
 
 def entity_words(text: str) -> list[str]:
-    """Lower-cased words of ``text`` as used by the disjointness guarantee ("7:45" and
-    "XK-42" are one word each)."""
+    """Lower-cased words of ``text``, in any script ("7:45" and "XK-42" are one word each)."""
     return [w.lower() for w in _WORD_RE.findall(text)]
 
 
@@ -148,77 +155,69 @@ _TEMPLATE_WORDS = frozenset(
     w for pair in ECHO_TEMPLATES for t in pair for w in entity_words(_SLOT_RE.sub(" ", t))
 )
 
-# ---------------------------------------------------------------------------- entities
+# --------------------------------------------------------------------------------------------------- entities
 
-_CONSONANTS = ("k", "s", "t", "n", "h", "m", "y", "r", "w", "g", "z", "d", "b", "p", "ch", "sh")
-_VOWELS = ("a", "i", "u", "e", "o")
-_PLACE_SUFFIXES = ("ville", "berg", "ton", "shima", "polis", "mura", "burg", "port", "field", "dale")
-_CODE_LETTERS = "ABCDEFGHJKLMNPRSTUVWXYZ"  # no I/O, which look like 1/0
-
-
-def _syllable(rng: random.Random) -> str:
-    s = rng.choice(_CONSONANTS) + rng.choice(_VOWELS)
-    if rng.random() < 0.1:
-        s += "n"
-    return s
-
-
-def _make_name(rng: random.Random) -> str:
-    return "".join(_syllable(rng) for _ in range(rng.randint(2, 4))).capitalize()
-
-
-def _make_place(rng: random.Random) -> str:
-    core = "".join(_syllable(rng) for _ in range(rng.randint(2, 3)))
-    if rng.random() < 0.7:
-        core += rng.choice(_PLACE_SUFFIXES)
-    return core.capitalize()
-
-
-def _make_number(rng: random.Random) -> str:
-    n = rng.randint(2, 5)
-    return str(rng.randint(1, 9)) + "".join(rng.choice(string.digits) for _ in range(n - 1))
-
-
-def _make_time(rng: random.Random) -> str:
-    return f"{rng.randint(1, 12)}:{rng.randrange(0, 60, 5):02d}"
-
-
-def _make_code(rng: random.Random) -> str:
-    letters = "".join(rng.choice(_CODE_LETTERS) for _ in range(2))
-    return f"{letters}-{rng.randint(1, 9)}{rng.choice(string.digits)}" + (
-        rng.choice(string.digits) if rng.random() < 0.5 else ""
-    )
-
-
-_MAKERS = {
-    "name": _make_name,
-    "place": _make_place,
-    "number": _make_number,
-    "time": _make_time,
-    "code": _make_code,
+_FAMILIES_BY_KIND: dict[str, tuple[Family, ...]] = {
+    kind: tuple(f for f in TRAIN_FAMILIES if f.kind == kind) for kind in ENTITY_KINDS
 }
 
 
-def _sample_entity(rng: random.Random, kind: str, split: str, exclude: set[str]) -> str:
-    maker = _MAKERS[kind]
+def _belongs_to(entity: str, split: str) -> bool:
+    """A held-out entity belongs to its split by its own hash. A training entity needs every word of it to belong
+    to training too (but for shape words: "https", "com"), so that no held-out entity is ever a word of one."""
+    if entity_split(entity) != split:
+        return False
+    return split != "train" or all(entity_split(w) == "train" for w in entity_words(entity)
+                                   if w not in STRUCTURAL_WORDS)
+
+
+def _sample_entity(rng: random.Random, kind: str, split: str, exclude: set[str],
+                   like: tuple[str, str] | None = None) -> tuple[str, str]:
+    """(entity, category) of one of the kind's training families, belonging to `split`; with `like` (an entity and
+    its category), of the same family and alphabet."""
+    families = _FAMILIES_BY_KIND[kind]
+    weights = [f.weight for f in families]
     for _ in range(10_000):
-        ent = maker(rng)
-        low = ent.lower()
-        if low in exclude or low in _TEMPLATE_WORDS:
+        if like is not None:
+            family = next(f for f in families if f.category == like[1])
+            entity = family.sibling(rng, like[0])
+        else:
+            family = rng.choices(families, weights=weights)[0] if len(families) > 1 else families[0]
+            entity = family.make(rng)
+        low = entity.lower()
+        if low in exclude or low in _TEMPLATE_WORDS or entity in REAL_ENTITIES:
             continue
-        if entity_split(ent) == split:
-            return ent
+        if _belongs_to(entity, split):
+            return entity, family.category
     raise RuntimeError(f"could not sample a {kind!r} entity for split {split!r}")  # pragma: no cover
 
 
-# ---------------------------------------------------------------------------- examples
+def _fill(rng: random.Random, template: tuple[str, str], fillers: dict[str, tuple[str, str]]) -> dict:
+    """One example from a template pair and its slot values ``{slot: (entity, category)}``."""
+    source_template, target_template = template
+    entities, categories = [], []
+    for slot in _SLOT_RE.findall(target_template):
+        entity, category = fillers[slot]
+        if entity not in entities:
+            entities.append(entity)
+            categories.append(category)
+    values = {slot: entity for slot, (entity, _) in fillers.items()}
+    return {"source": source_template.format(**values), "target": target_template.format(**values),
+            "entities": entities, "categories": categories}
+
+
+def _template_slots(template: tuple[str, str]) -> list[str]:
+    return sorted(set(_SLOT_RE.findall(template[0])))
+
+
+# --------------------------------------------------------------------------------------------------- examples
 
 
 def make_echo_examples(num_examples: int, split: str = "train", seed: int = 0) -> list[dict]:
-    """``num_examples`` echo pairs for one split, as a list of dicts with keys ``source``,
-    ``target`` and ``entities`` (the entity strings the target must copy, in order of
-    first appearance in the target).  Deterministic in ``(split, seed)``; the examples of a
-    split do not depend on how many examples the other splits have."""
+    """``num_examples`` echo pairs for one split, as a list of dicts with keys ``source``, ``target``, ``entities``
+    (the entity strings the target must copy, in order of first appearance in the target) and ``categories`` (each
+    entity's ``"kind/family"``).  Deterministic in ``(split, seed)``; the examples of a split do not depend on how
+    many examples the other splits have."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if num_examples < 0:
@@ -226,25 +225,45 @@ def make_echo_examples(num_examples: int, split: str = "train", seed: int = 0) -
     rng = random.Random(f"copynat-echo:{seed}:{split}")
     out = []
     for _ in range(num_examples):
-        src_t, tgt_t = ECHO_TEMPLATES[rng.randrange(len(ECHO_TEMPLATES))]
-        slots = sorted(set(_SLOT_RE.findall(src_t)))
-        values: dict[str, str] = {}
+        template = ECHO_TEMPLATES[rng.randrange(len(ECHO_TEMPLATES))]
+        fillers: dict[str, tuple[str, str]] = {}
         used: set[str] = set()
-        for slot in slots:
-            ent = _sample_entity(rng, _SLOT_KIND[slot], split, used)
-            values[slot] = ent
-            used.add(ent.lower())
-        entities = []
-        for slot in _SLOT_RE.findall(tgt_t):
-            if values[slot] not in entities:
-                entities.append(values[slot])
-        out.append(
-            {
-                "source": src_t.format(**values),
-                "target": tgt_t.format(**values),
-                "entities": entities,
-            }
-        )
+        for slot in _template_slots(template):
+            kind = _SLOT_KIND[slot]
+            # Half the time two names (or places) of one reply are written alike (Мария and Иван): the model must
+            # then tell them apart by where they stand, as it must for two names in a script it never saw.
+            first = next((filled for other, filled in fillers.items() if _SLOT_KIND[other] == kind), None)
+            like = first if first is not None and rng.random() < 0.5 else None
+            fillers[slot] = _sample_entity(rng, kind, split, used, like=like)
+            used.add(fillers[slot][0].lower())
+        out.append(_fill(rng, template, fillers))
+    return out
+
+
+def make_echo_ood_examples(num_examples: int, seed: int = 0) -> list[dict]:
+    """Examples whose copied entities come from the out-of-distribution families (never in training), the same
+    number of examples per family, in turn.  Each template slot of the family's kind holds one of its entities;
+    other slots hold test-split entities of the training families.  Same columns as :func:`make_echo_examples`."""
+    if num_examples < 0:
+        raise ValueError("num_examples must be >= 0")
+    rng = random.Random(f"copynat-echo:{seed}:test_ood")
+    out = []
+    for index in range(num_examples):
+        family = OOD_FAMILIES[index % len(OOD_FAMILIES)]
+        template = rng.choice([t for t in ECHO_TEMPLATES if any(_SLOT_KIND[s] == family.kind
+                                                                 for s in _SLOT_RE.findall(t[1]))])
+        fillers: dict[str, tuple[str, str]] = {}
+        used: set[str] = set()
+        for slot in _template_slots(template):
+            if _SLOT_KIND[slot] == family.kind:
+                entity = family.make(rng)
+                while entity.lower() in used:
+                    entity = family.make(rng)
+                fillers[slot] = (entity, family.category)
+            else:
+                fillers[slot] = _sample_entity(rng, _SLOT_KIND[slot], "test", used)
+            used.add(fillers[slot][0].lower())
+        out.append(_fill(rng, template, fillers))
     return out
 
 
@@ -252,13 +271,9 @@ def _features():
     import datasets
 
     list_type = getattr(datasets, "List", None) or datasets.Sequence
-    return datasets.Features(
-        {
-            "source": datasets.Value("string"),
-            "target": datasets.Value("string"),
-            "entities": list_type(datasets.Value("string")),
-        }
-    )
+    return datasets.Features({"source": datasets.Value("string"), "target": datasets.Value("string"),
+                              "entities": list_type(datasets.Value("string")),
+                              "categories": list_type(datasets.Value("string"))})
 
 
 def make_echo_dataset(
@@ -266,19 +281,20 @@ def make_echo_dataset(
     num_validation: int = 500,
     num_test: int = 1000,
     seed: int = 0,
+    num_test_ood: int = 1500,
 ) -> "datasets.DatasetDict":
     """Build the echo task as a :class:`datasets.DatasetDict`.
 
-    Splits ``"train"``, ``"validation"`` and ``"test"``; columns ``"source"`` and
-    ``"target"`` (plain strings) and ``"entities"`` (list of the entity strings the target
-    copies from the source -- feed it to :func:`entity_copy_rate`).
+    Splits ``"train"``, ``"validation"``, ``"test"`` and, unless ``num_test_ood=0``, ``"test_ood"``; columns
+    ``"source"`` and ``"target"`` (plain strings), ``"entities"`` (the entity strings the target copies from the
+    source) and ``"categories"`` (their ``"kind/family"``) -- feed them to :func:`copy_rates_by_category`.
 
-    The same ``seed`` always gives the same data; a different seed gives different data.
-    The entity pools of the three splits are disjoint (checked here): no word of a test
-    entity occurs anywhere in the training sources or targets, so a model can only produce
-    the test entities by copying them from the source.
+    The same ``seed`` always gives the same data; a different seed gives different data.  The entity pools of the
+    splits are disjoint (checked here), and no validation or test entity occurs in the training sources or targets,
+    not even as a word of a training entity ("8:15" is not in "8:15 pm", "Tamiko" not in "San Tamiko"); the
+    ``test_ood`` entities come from families training never draws from.
 
-    >>> ds = make_echo_dataset(num_train=2, num_validation=1, num_test=1)
+    >>> ds = make_echo_dataset(num_train=2, num_validation=1, num_test=1, num_test_ood=0)
     >>> ds["train"][0]["source"], ds["train"][0]["target"]  # doctest: +SKIP
     ('I am Kuroro.', 'Hello, Kuroro!')
     """
@@ -286,69 +302,35 @@ def make_echo_dataset(
 
     sizes = {"train": num_train, "validation": num_validation, "test": num_test}
     examples = {split: make_echo_examples(n, split, seed) for split, n in sizes.items()}
+    if num_test_ood:
+        examples["test_ood"] = make_echo_ood_examples(num_test_ood, seed)
     _check_disjoint(examples)
     features = _features()
-    return datasets.DatasetDict(
-        {
-            split: datasets.Dataset.from_dict(
-                {k: [ex[k] for ex in rows] for k in ("source", "target", "entities")},
-                features=features,
-            )
-            for split, rows in examples.items()
-        }
-    )
+    return datasets.DatasetDict({
+        split: datasets.Dataset.from_dict({k: [ex[k] for ex in rows] for k in features}, features=features)
+        for split, rows in examples.items()
+    })
 
 
 def _check_disjoint(examples: dict[str, list[dict]]) -> None:
-    """Assert the copy guarantee: entity words of one split never occur in another split."""
-    words = {
-        split: {w for ex in rows for text in (ex["source"], ex["target"]) for w in entity_words(text)}
-        for split, rows in examples.items()
-    }
-    for split, rows in examples.items():
-        ent_words = {w for ex in rows for e in ex["entities"] for w in entity_words(e)}
-        for other in SPLITS:
-            if other != split and other in words:
-                leaked = ent_words & words[other]
-                if leaked:  # pragma: no cover - guaranteed by entity_split
-                    raise AssertionError(
-                        f"{split} entities occur in the {other} split: {sorted(leaked)[:10]}"
-                    )
+    """Assert the copy guarantee: no entity of one split is an entity of another one (the hash split makes it so)."""
+    pools = {split: {e.lower() for ex in rows for e in ex["entities"]} for split, rows in examples.items()}
+    for split in pools:
+        for other in pools:
+            if other != split and (split, other) != ("test_ood", "test") and (split, other) != ("test", "test_ood"):
+                leaked = pools[split] & pools[other]
+                if leaked:  # pragma: no cover - guaranteed by entity_split and the held-out families
+                    raise AssertionError(f"{split} entities occur in the {other} split: {sorted(leaked)[:10]}")
 
 
-def make_entity_tokenizer(dataset: "datasets.DatasetDict", vocab_size: int = 1000) -> "PreTrainedTokenizerFast":
-    """A tokenizer in which every entity word of ``dataset`` is one whole-word token.
+# ---------------------------------------------------------------------------------------------------- copy toy
 
-    Byte-level BPE trained on the training split's text (``vocab_size`` entries), plus one
-    added token per entity word (every word of every split that is not a template word:
-    ``"Kuroro"``, ``"4821"``, ``"7:45"``, ``"XK-42"``; the space before it stays a BPE token).
-    This is the word-level regime of the pointer-generator papers: an entity the model has
-    never seen is a single token that occurs in no training text, so a decoder without a copy
-    mechanism was never taught to emit it (with tied input/output embeddings it can still
-    reproduce a token it attends to; ``benchmarks/copy_echo.py`` measures both).  (With plain BPE
-    the same entity is a new string of subword tokens that were all generated in training,
-    and a plain Transformer re-emits them.)  The tokenizer holds the validation/test entity
-    *strings* (a gazetteer), never their use: their tokens occur only in those splits.
-
-    Round-trips every text of ``dataset`` exactly (``decode(encode(text)) == text``).
-    """
-    import itertools
-
-    from tokenizers import AddedToken
-
-    from copynat.tokenization import train_tokenizer
-
-    words = {word for rows in dataset.values() for column in ("source", "target") for text in rows[column]
-             for word in _WORD_RE.findall(text) if word.lower() not in _TEMPLATE_WORDS}
-    tokenizer = train_tokenizer(itertools.chain(dataset["train"]["source"], dataset["train"]["target"]),
-                                vocab_size=vocab_size)
-    # single_word: "Ana" must not match inside "Anatolia" nor "64" inside "6455"; the leftmost match wins, so a code
-    # "XK-64" is one token even when "64" is an entity too.
-    tokenizer.add_tokens([AddedToken(word, normalized=False, single_word=True) for word in sorted(words)])
-    return tokenizer
+_TOY_CONSONANTS = ("k", "s", "t", "n", "h", "m", "y", "r", "w", "g", "z", "d", "b", "p", "ch", "sh")
 
 
-# ---------------------------------------------------------------------------- copy toy
+def _syllable(rng: random.Random) -> str:
+    syllable = rng.choice(_TOY_CONSONANTS) + rng.choice("aiueo")
+    return syllable + "n" if rng.random() < 0.1 else syllable
 
 
 def make_copy_dataset(
@@ -404,7 +386,7 @@ def make_copy_dataset(
     )
 
 
-# ----------------------------------------------------------------------------- metrics
+# ----------------------------------------------------------------------------------------------------- metrics
 
 
 def _normalize(text: str) -> str:
@@ -422,37 +404,85 @@ def exact_match(predictions: Iterable[str], references: Iterable[str]) -> float:
     return sum(_normalize(p) == _normalize(r) for p, r in zip(preds, refs)) / len(preds)
 
 
-def _contains_entity(prediction: str, entity: str) -> bool:
-    """Verbatim, but as a whole word: "Kuro" is not in "Kuroro", "42" not in "XK-42",
-    "7:45" not in "17:45"."""
-    if not entity:
-        return True
-    start = prediction.find(entity)
+def _occurrences(text: str, entity: str) -> Iterable[tuple[str, str]]:
+    """(character before, character after) of each occurrence of ``entity`` in ``text`` ("" at either end)."""
+    start = text.find(entity)
     while start != -1:
         end = start + len(entity)
-        before = prediction[start - 1] if start else " "
-        after = prediction[end : end + 2]
-        glued_before = before.isalnum() or before in ":-"
-        glued_after = after[:1].isalnum() or (after[:1] in (":", "-") and after[1:2].isalnum())
-        if not glued_before and not glued_after:
-            return True
-        start = prediction.find(entity, start + 1)
-    return False
+        yield text[start - 1:start], text[end:end + 2]
+        start = text.find(entity, start + 1)
 
 
-def entity_copy_rate(predictions: Iterable[str], entities_lists: Iterable[Sequence[str]]) -> float:
+def _glued(before: str, after: str) -> bool:
+    """Whether an occurrence continues a longer word: "Kuro" in "Kuroro", "42" in "XK-42", "7:45" in "17:45"."""
+    return before.isalnum() or before in ":-" or after[:1].isalnum() or (after[:1] in ":-" and after[1:2].isalnum())
+
+
+def _copied(prediction: str, entity: str, reference: str | None) -> bool:
+    """Verbatim, and not as part of a longer word; where the reference glues the entity to its neighbours (Chinese
+    text: "替我向東京的..."), the prediction must have the same neighbours around it."""
+    if not entity:
+        return True
+    found = list(_occurrences(prediction, entity))
+    if any(not _glued(before, after) for before, after in found):
+        return True
+    if reference is None:
+        return False
+    contexts = {(before, after[:1]) for before, after in _occurrences(reference, entity) if _glued(before, after)}
+    return any((before, after[:1]) in contexts for before, after in found)
+
+
+def entity_copy_rate(predictions: Iterable[str], entities_lists: Iterable[Sequence[str]],
+                     references: Iterable[str] | None = None) -> float:
     """Fraction of required entities that appear verbatim (as whole words) in the prediction.
 
-    Micro-averaged over all (example, entity) pairs: ``entities_lists[i]`` are the entities
-    prediction ``i`` must contain (the ``"entities"`` column of :func:`make_echo_dataset`).
-    Returns 1.0 when no entity is required at all; raises ``ValueError`` on a length mismatch.
+    Micro-averaged over all (example, entity) pairs: ``entities_lists[i]`` are the entities prediction ``i`` must
+    contain (the ``"entities"`` column of :func:`make_echo_dataset`).  With ``references`` (the targets), an entity
+    that the reference glues to its neighbours (Chinese has no spaces) counts when the prediction has it between
+    the same two characters.  Returns 1.0 when no entity is required at all; raises ``ValueError`` on a length
+    mismatch.
     """
+    rates = copy_rates_by_category(predictions, entities_lists, None, references)
+    return rates["all"]
+
+
+def copy_rates_by_category(predictions: Iterable[str], entities_lists: Iterable[Sequence[str]],
+                           categories_lists: Iterable[Sequence[str]] | None,
+                           references: Iterable[str] | None = None) -> dict[str, float]:
+    """Entity copy rate overall (``"all"``) and per category (``"name/cjk"``: the ``"categories"`` column of
+    :func:`make_echo_dataset`), each in [0, 1]; see :func:`entity_copy_rate` for what counts as copied."""
     preds, ents = list(predictions), list(entities_lists)
-    if len(preds) != len(ents):
-        raise ValueError(f"got {len(preds)} predictions but {len(ents)} entity lists")
-    total = found = 0
-    for pred, required in zip(preds, ents):
-        for ent in required:
-            total += 1
-            found += _contains_entity(pred, ent)
-    return 1.0 if total == 0 else found / total
+    cats = list(categories_lists) if categories_lists is not None else [[""] * len(e) for e in ents]
+    refs = list(references) if references is not None else [None] * len(preds)
+    if not len(preds) == len(ents) == len(cats) == len(refs):
+        raise ValueError(f"got {len(preds)} predictions but {len(ents)} entity lists, {len(cats)} category lists and "
+                         f"{len(refs)} references")
+    found: dict[str, list[int]] = {"all": [0, 0]}
+    for pred, required, categories, ref in zip(preds, ents, cats, refs):
+        if len(categories) != len(required):
+            raise ValueError(f"entities {list(required)} have {len(categories)} categories")
+        for entity, category in zip(required, categories):
+            hit = _copied(pred, entity, ref)
+            for key in ("all", category) if category else ("all",):
+                counts = found.setdefault(key, [0, 0])
+                counts[0] += hit
+                counts[1] += 1
+    return {key: (1.0 if total == 0 else hits / total) for key, (hits, total) in sorted(found.items())}
+
+
+def repeats_beyond_source(prediction: Sequence[int], source: Sequence[int], limit: int = 3,
+                          longest_unit: int = 6) -> bool:
+    """A repetition loop: some unit of 1 to `longest_unit` tokens stands more than `limit` times in a row in
+    `prediction` (token ids, without special tokens) and nowhere so in `source`. Units longer than one token catch
+    the loops of byte-level pieces ("洛洛洛洛" is a three-piece unit four times)."""
+
+    def runs(ids: Sequence[int]) -> set[tuple[int, ...]]:
+        found = set()
+        for size in range(1, longest_unit + 1):
+            for start in range(len(ids) - size * (limit + 1) + 1):
+                unit = tuple(ids[start:start + size])
+                if all(tuple(ids[start + k * size:start + (k + 1) * size]) == unit for k in range(1, limit + 1)):
+                    found.add(unit)
+        return found
+
+    return bool(runs(prediction) - runs(source))

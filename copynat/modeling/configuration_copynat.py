@@ -62,6 +62,22 @@ class CopyNatConfig(PreTrainedConfig):
         guided_attention_weight (`float`, 0.0): weight of the diagonal guided-attention loss on the last decoder
             layer's cross-attention (for monotonic tasks); 0 disables it.
         guided_attention_sigma (`float`, 0.2): width of the diagonal band that the guided-attention loss tolerates.
+    Copy mechanism (what makes it copy anything a user types, `copy_generator.py`):
+        copy_continuation_window (`int`, 8): copy continuation: the copy attention reads, for every source position,
+            how many of the last outputs (up to this many) equal the source tokens just before it, so a copy goes on
+            where it stands (token ids only: it holds for tokens never seen in training). 0 disables it.
+        copy_previous_token_keys (`bool`, True): each copy-attention key also reads the encoder state of the token
+            before it, so the decoder can point at "the token after `am`" where a copy starts.
+        copy_location (`bool`, True): location-aware copy attention (Chorowski et al. 2015): each autoregressive step's
+            copy attention sees where the last step's attended, so a copy steps on by one position even where the
+            source pieces repeat (an unseen script's bytes).
+        copy_coverage (`bool`, False): coverage (See et al. 2017): each autoregressive step's copy attention sees the
+            copy attention summed over the earlier steps, and `coverage_loss` penalises attending to a source
+            position again.
+        coverage_loss_weight (`float`, 1.0): weight of the coverage loss (See et al.'s lambda).
+        copy_respace (`bool`, True): each source position can also be copied with its leading space added or
+            removed (byte-level BPE spells " Kuroro" and "Kuroro" with different first pieces); the pairs of pieces
+            come from the tokenizer (`model.set_vocabulary(tokenizer.get_vocab())`; copynat-train calls it).
 
     Example:
 
@@ -118,6 +134,12 @@ class CopyNatConfig(PreTrainedConfig):
     nat_decoder_inputs: str = "mask"
     guided_attention_weight: float = 0.0
     guided_attention_sigma: float = 0.2
+    copy_continuation_window: int = 8
+    copy_previous_token_keys: bool = True
+    copy_respace: bool = True
+    copy_location: bool = True
+    copy_coverage: bool = False
+    coverage_loss_weight: float = 1.0
 
     def __post_init__(self, **kwargs):
         if self.id2label is None and "num_labels" not in kwargs:
@@ -160,7 +182,10 @@ class CopyNatConfig(PreTrainedConfig):
         window = self.encoder_attention_window
         if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
             fail("encoder_attention_window", "expected None (full attention) or a positive integer distance")
-        for field in ("length_loss_weight", "guided_attention_weight", "rope_theta", "init_std"):
+        window = self.copy_continuation_window
+        if isinstance(window, bool) or not isinstance(window, int) or not 0 <= window <= 64:
+            fail("copy_continuation_window", "expected an integer from 0 (off) to 64")
+        for field in ("length_loss_weight", "guided_attention_weight", "rope_theta", "init_std", "coverage_loss_weight"):
             value = getattr(self, field)
             if not isinstance(value, (int, float)) or value < 0:
                 fail(field, "expected a non-negative number")

@@ -268,7 +268,8 @@ def _autoregressive_scores(model, encoder_states, source_ids, source_mask, token
     embeds = model.model.shared(decoder_input_ids)
     decoded = model.model.decoder(inputs_embeds=embeds, encoder_hidden_states=encoder_states,
                                   encoder_padding_mask=source_mask, causal=True, use_cache=False)
-    logits = model.output_head(decoded.last_hidden_state, embeds, encoder_states, source_ids, source_mask).logits
+    logits = model.output_head(decoded.last_hidden_state, embeds, encoder_states, source_ids, source_mask,
+                               decoder_history=decoder_input_ids, causal=True).logits
     token_scores = model.log_probs(logits).gather(-1, labels.clamp_min(0)[..., None]).squeeze(-1)
     valid = labels != -100
     return (token_scores * valid).sum(1) / valid.sum(1).clamp_min(1)

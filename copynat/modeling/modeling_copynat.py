@@ -17,7 +17,7 @@ from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
-from transformers.generation import GenerationMixin
+from transformers.generation import GenerationMixin, LogitsProcessorList
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutput,
@@ -30,6 +30,8 @@ from transformers.modeling_outputs import (
 from transformers.modeling_utils import PreTrainedModel
 
 from .configuration_copynat import CopyNatConfig
+from .copy_generator import CopyGenerator, CopyOutput, copy_runs
+from .utf8_validity import Utf8ValidityLogitsProcessor, byte_token_classes
 from .generation_copynat import non_autoregressive_generate, pop_nat_arguments
 
 # transformers 5.24 renamed the KV cache `past_key_values` -> `cache`, as generate()'s argument to forward() and as the
@@ -67,6 +69,7 @@ class CopyNatSeq2SeqLMOutput(Seq2SeqLMOutput):
     nat_loss: torch.FloatTensor | None = None
     length_loss: torch.FloatTensor | None = None
     guided_attention_loss: torch.FloatTensor | None = None
+    coverage_loss: torch.FloatTensor | None = None
 
 
 def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
@@ -509,112 +512,13 @@ class CopyNatDecoder(nn.Module):
 
 
 class HeadOutput(NamedTuple):
-    """The output head's view of each target position (a tuple: `logits, p_gen, copy_attention, _ = ...`)."""
+    """The output head's view of each target position (a tuple: `logits, p_gen, copy_attention, ... = ...`)."""
 
     logits: torch.Tensor | None  # vocabulary logits; with the copy mechanism log p_mix (None when mixture=False)
     p_gen: torch.Tensor | None  # [batch, tgt] generation probability (copy mechanism only)
     copy_attention: torch.Tensor | None  # [batch, tgt, src] copy distribution over source positions
     vocab_logits: torch.Tensor  # the generation logits before the copy mixture
-
-
-class CopyGenerator(nn.Module):
-    """Pointer-generator (See et al. 2017): p(w) = p_gen * softmax(vocab logits)(w) + (1 - p_gen) * sum of copy
-    attention over source positions holding w. p_gen is a learned gate on decoder state, copy context and input."""
-
-    def __init__(self, config: CopyNatConfig):
-        super().__init__()
-        d = config.d_model
-        self.query = nn.Linear(d, d, bias=False)
-        self.key = nn.Linear(d, d, bias=False)
-        self.gate = nn.Linear(3 * d, 1)
-        self.scale = d ** -0.5
-
-    def forward(self, vocab_logits, decoder_states, decoder_inputs_embeds, encoder_states, source_ids, source_mask,
-                mixture: bool = True):
-        """Returns (log p_mix [batch, tgt, vocab] in fp32, p_gen [batch, tgt], copy attention [batch, tgt, src]);
-        None for log p_mix when `mixture=False` (`loss_terms` and `most_likely` need only p_gen and the attention)."""
-        # Its own eager attention: SDPA's cross-attention returns no weights, and copying needs explicit ones.
-        scores = (self.query(decoder_states) @ self.key(encoder_states).transpose(1, 2)).float() * self.scale
-        if source_mask is not None:
-            scores = scores.masked_fill(~source_mask[:, None, :], float("-inf"))
-        copy_attention = scores.softmax(dim=-1)
-        context = copy_attention.to(encoder_states.dtype) @ encoder_states
-        p_gen = torch.sigmoid(self.gate(torch.cat((decoder_states, context, decoder_inputs_embeds), dim=-1)).float())
-        if not mixture:
-            return None, p_gen.squeeze(-1), copy_attention
-        mixture = vocab_logits.float().softmax(dim=-1) * p_gen
-        index = source_ids[:, None, :].expand(-1, decoder_states.shape[1], -1)
-        # In place: `mixture` is a fresh product that autograd does not need to keep (saves a [B, T, V] copy).
-        mixture.scatter_add_(-1, index, copy_attention * (1.0 - p_gen))
-        # Clamped so an impossible token costs log(1e-10) rather than -inf (no NaN in softmax, loss or beam scores).
-        return mixture.clamp_min(1e-10).log(), p_gen.squeeze(-1), copy_attention
-
-    @staticmethod
-    def copy_mass(copy_attention: torch.Tensor, source_ids: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Copy attention summed over the source positions that hold `tokens` [batch, tgt]: [batch, tgt]."""
-        return (copy_attention * (source_ids[:, None, :] == tokens[..., None])).sum(-1)
-
-    @staticmethod
-    def source_token_logits(logits: torch.Tensor, source_ids: torch.Tensor) -> torch.Tensor:
-        """The vocabulary logit of each source position's token, at every target position: [batch, tgt, src]."""
-        return logits.gather(-1, source_ids[:, None, :].expand(-1, logits.shape[1], -1))
-
-    @staticmethod
-    def source_token_mass(copy_attention: torch.Tensor, source_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per source position j, at every target position: the copy mass of j's token over all its occurrences
-        [batch, tgt, src]; and how often j's token occurs in the source [batch, src]."""
-        same_token = (source_ids[:, :, None] == source_ids[:, None, :]).float()  # [batch, src, src]
-        return copy_attention @ same_token, same_token.sum(-1)
-
-    @staticmethod
-    def loss_terms(vocab_logits: torch.Tensor, p_gen: torch.Tensor, copy_attention: torch.Tensor,
-                   source_ids: torch.Tensor, source_mask: torch.Tensor | None, labels: torch.Tensor,
-                   smoothing: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(log p_mix(label), mean over the vocabulary of log p_mix or None), both [batch, tgt], from gathered terms
-        only: the loss's backward pass then never touches a [batch, tgt, vocab] mixture (a plain model's cost).
-
-        The mean (label smoothing's uniform term) uses that p_mix(w) = p_gen * softmax(w) for every w absent from the
-        source: it is log p_gen + mean(log softmax), corrected once per distinct source token. It is exact where the
-        returned `logits` clamp log p_mix at log 1e-10."""
-        logits = vocab_logits.float()
-        safe = labels.clamp_min(0)
-        # log softmax(label) by the fused cross-entropy kernel (one pass forward and backward)
-        generated = -F.cross_entropy(logits.reshape(-1, logits.shape[-1]), safe.reshape(-1),
-                                     reduction="none").view_as(labels)
-        copied = CopyGenerator.copy_mass(copy_attention, source_ids, safe)
-        label = (p_gen * generated.exp() + (1.0 - p_gen) * copied).clamp_min(1e-10).log()
-        if not smoothing:
-            return label, None
-        normalizer = logits.logsumexp(dim=-1)  # [batch, tgt]
-        source_log_softmax = CopyGenerator.source_token_logits(logits, source_ids) - normalizer[..., None]
-        token_mass, occurrences = CopyGenerator.source_token_mass(copy_attention, source_ids)
-        once = 1.0 / occurrences  # each distinct real token counted once
-        if source_mask is not None:
-            once = once * source_mask
-        log_p_gen = p_gen.clamp_min(1e-30).log()
-        log_generated = log_p_gen[..., None] + source_log_softmax
-        log_copied = (1.0 - p_gen).clamp_min(1e-30).log()[..., None] + token_mass.clamp_min(1e-30).log()
-        # log(p_gen s(w) + (1 - p_gen) c(w)) - log(p_gen s(w)), stable, and 0 where nothing is copied
-        correction = (F.softplus(log_copied - log_generated) * once[:, None, :]).sum(-1)
-        mean = log_p_gen + logits.mean(-1) - normalizer + correction / logits.shape[-1]
-        return label, mean
-
-    @staticmethod
-    def most_likely(top_log_prob, top_token, source_log_probs, p_gen, copy_attention, source_ids,
-                    banned_token_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """argmax of p_mix without the mixture, from the vocabulary log-softmax's best token and its value at the source
-        tokens: a token absent from the source has p_mix = p_gen * softmax, at most the best vocabulary token's, so the
-        winner is that token or one of the source tokens. Source positions holding `banned_token_id` never win (the
-        vocabulary side excludes it before taking `top_token`)."""
-        top = p_gen * top_log_prob.exp() + (1.0 - p_gen) * CopyGenerator.copy_mass(copy_attention, source_ids, top_token)
-        token_mass, _ = CopyGenerator.source_token_mass(copy_attention, source_ids)
-        candidates = p_gen[..., None] * source_log_probs.exp() + (1.0 - p_gen[..., None]) * token_mass
-        if banned_token_id is not None:
-            candidates = candidates.masked_fill((source_ids == banned_token_id)[:, None, :], -1.0)
-        source_best, position = candidates.max(-1)
-        from_source = source_best > top
-        tokens = torch.where(from_source, source_ids.gather(1, position), top_token)
-        return torch.where(from_source, source_best, top).clamp_min(1e-10).log(), tokens
+    copy: CopyOutput | None = None  # everything the copy head computed (its slots, the coverage loss)
 
 
 def max_over_last_dim(x: torch.Tensor, block: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -698,6 +602,10 @@ class CopyNatPreTrainedModel(PreTrainedModel):
             init.normal_(module.weight, mean=0.0, std=self.config.d_model ** -0.5 if self.config.scale_embedding else self.config.init_std)
             if module.padding_idx is not None:
                 init.zeros_(module.weight[module.padding_idx])
+        if isinstance(module, CopyGenerator) and module.respace is not None:  # until set_vocabulary: no respacing
+            init.copy_(module.respaced_ids, torch.arange(module.respaced_ids.numel()))
+        if isinstance(module, CopyNatForConditionalGeneration):
+            init.copy_(module.byte_token_classes, _whole_characters(module.byte_token_classes.shape[0]))
 
 
 class CopyNatModel(CopyNatPreTrainedModel):
@@ -795,7 +703,52 @@ def guided_attention_loss(attention: torch.Tensor, target_mask: torch.Tensor, so
     return (weights * penalty).sum(-1)[target_mask].sum()
 
 
-class MonotonicAttention(EncoderDecoderCache):
+class CopyNatCache(EncoderDecoderCache):
+    """The KV cache of copynat's generate(), which also keeps what the copy head reads of earlier steps: the decoder
+    inputs so far (copy continuation) and each step's copy attention (location reads the last, coverage sums them).
+    Beam search reorders, and assisted decoding crops, all of it together."""
+
+    STEP_STATE = ("decoder_ids", "copy_attention")
+
+    def __init__(self, config: CopyNatConfig):
+        super().__init__(DynamicCache(config=config), DynamicCache(config=config))
+        self.decoder_ids: torch.Tensor | None = None  # [batch, steps]
+        self.copy_attention: torch.Tensor | None = None  # [batch, steps, src]
+
+    def coverage(self) -> torch.Tensor | None:
+        """[batch, src]: the copy attention summed over the steps so far."""
+        return None if self.copy_attention is None else self.copy_attention.sum(1)
+
+    def append(self, name: str, steps: torch.Tensor) -> torch.Tensor:
+        """Add this call's steps to `decoder_ids` or `copy_attention`; returns all steps so far."""
+        previous = getattr(self, name)
+        setattr(self, name, steps if previous is None else torch.cat((previous, steps), 1))
+        return getattr(self, name)
+
+    def _map_step_state(self, function) -> None:
+        for name in self.STEP_STATE:
+            if getattr(self, name) is not None:
+                setattr(self, name, function(getattr(self, name)))
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        super().reorder_cache(beam_idx)
+        self._map_step_state(lambda state: state.index_select(0, beam_idx.to(state.device)))
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        super().batch_repeat_interleave(repeats)
+        self._map_step_state(lambda state: state.repeat_interleave(repeats, 0))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        super().batch_select_indices(indices)
+        self._map_step_state(lambda state: state[indices])
+
+    def crop(self, length: int) -> None:
+        """Drop the last -`length` steps (transformers 5.25 accepts only that form) or keep the first `length`."""
+        super().crop(length)
+        self._map_step_state(lambda state: state[:, :length])
+
+
+class MonotonicAttention(CopyNatCache):
     """Monotonic decoding for monotonic tasks (speech-like, transliteration): the cross-attention of step t may not
     look left of step t-1's most attended source position by more than `window` positions.
 
@@ -803,7 +756,7 @@ class MonotonicAttention(EncoderDecoderCache):
     source position of the last step; beam search reorders both together, so every strategy keeps the constraint."""
 
     def __init__(self, window: int, config: CopyNatConfig):
-        super().__init__(DynamicCache(config=config), DynamicCache(config=config))
+        super().__init__(config)
         self.window = window
         self.position: torch.Tensor | None = None  # [batch] most attended source position of the last step
 
@@ -820,6 +773,11 @@ class MonotonicAttention(EncoderDecoderCache):
             self.position = self.position.index_select(0, beam_idx.to(self.position.device))
 
 
+def _whole_characters(vocab_size: int) -> torch.Tensor:
+    """`byte_token_classes` of a vocabulary whose pieces are all whole characters (nothing to constrain)."""
+    return torch.tensor([[0, 0, 0, 1]], dtype=torch.int8).repeat(vocab_size, 1)
+
+
 class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
     """Sequence-to-sequence model with the output head (vocabulary projection, optional copy mechanism) and, for NAT
     or hybrid training, a length predictor. `generate()` decodes autoregressively (every Hugging Face strategy) or,
@@ -833,6 +791,8 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.copy_generator = CopyGenerator(config) if config.use_copy_mechanism else None
         self.length_predictor = LengthPredictor(config) if config.uses_nat else None
+        # per piece: how it begins and ends a UTF-8 character (`utf8_validity`); set_vocabulary fills it
+        self.register_buffer("byte_token_classes", _whole_characters(config.vocab_size), persistent=True)
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Linear:
@@ -841,24 +801,64 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.lm_head = new_embeddings
 
+    def set_vocabulary(self, vocab: dict[str, int]) -> None:
+        """What the model needs to know of its tokenizer's pieces (`tokenizer.get_vocab()`), kept with its weights:
+        which pieces are the same text with and without a leading space (the copy head's respacing), and how each
+        byte-level piece begins and ends a UTF-8 character (so generate() never breaks one). copynat-train calls it;
+        call it yourself after building a model around a tokenizer."""
+        if self.copy_generator is not None and self.copy_generator.respace is not None:
+            self.copy_generator.set_vocabulary(vocab)
+        table = byte_token_classes(vocab, self.byte_token_classes.shape[0])
+        self.byte_token_classes.copy_(table.to(self.byte_token_classes.device))
+
+    def copy_step_state(self, cache: Cache | None, decoder_input_ids: torch.Tensor | None):
+        """(CopyNatCache or None, decoder inputs so far) for the copy head. Continuation, location and coverage read
+        earlier steps: a cached step finds them in a CopyNatCache (generate() makes one), which this call extends."""
+        copier = self.copy_generator
+        reads_history = copier is not None and copier.reads_earlier_steps
+        if cache is None or not reads_history:
+            return None, decoder_input_ids
+        if not isinstance(cache, CopyNatCache):
+            if cache.get_seq_length() > 0:
+                raise ValueError(f"this model's copy head reads the earlier decoding steps, which it keeps in a "
+                                 f"CopyNatCache; got a {type(cache).__name__}: pass CopyNatCache(model.config) (or "
+                                 "let generate() make one)")
+            return None, decoder_input_ids
+        if decoder_input_ids is None:
+            return cache, None
+        return cache, cache.append("decoder_ids", decoder_input_ids)
+
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
 
     # --- the one output head, shared by AT and NAT --------------------------------------------------------------------
 
     def output_head(self, decoder_states, decoder_inputs_embeds, encoder_states, source_ids, source_mask,
-                    mixture=True) -> HeadOutput:
-        """Decoder states -> HeadOutput(logits, p_gen, copy attention, vocab logits). With the copy mechanism the
-        logits are log p_mix, None when `mixture=False` (`token_loss` and `most_likely_tokens` do without)."""
+                    mixture=True, decoder_history=None, cache: "CopyNatCache | None" = None,
+                    causal: bool = False) -> HeadOutput:
+        """Decoder states -> HeadOutput(logits, p_gen, copy attention, vocab logits, copy). With the copy mechanism
+        the logits are log p_mix, None when `mixture=False` (`token_loss` and `most_likely_tokens` do without).
+        `decoder_history` (the decoder input ids up to these positions) feeds the copy continuation; `causal`
+        decoding also runs location and coverage, which read the copy attention of the earlier steps: a `cache`
+        keeps it between generate() steps."""
         vocab_logits = self.lm_head(decoder_states)
-        if self.copy_generator is None:
+        copier = self.copy_generator
+        if copier is None:
             return HeadOutput(vocab_logits, None, None, vocab_logits)
         if source_ids is None:
             raise ValueError("the copy mechanism needs the source token ids: pass input_ids, or encoder_outputs "
                              "produced by this model's encoder (they carry source_ids)")
-        mixed, p_gen, copy_attention = self.copy_generator(vocab_logits, decoder_states, decoder_inputs_embeds,
-                                                           encoder_states, source_ids, source_mask, mixture=mixture)
-        return HeadOutput(mixed, p_gen, copy_attention, vocab_logits)
+        runs = None
+        if decoder_history is not None and copier.continuation is not None:
+            runs = copy_runs(copier.canonical_ids(decoder_history), copier.canonical_ids(source_ids),
+                             decoder_states.shape[1], copier.continuation_window, source_mask)
+        stepwise = causal and copier.attends_step_by_step
+        copy = copier(vocab_logits, decoder_states, decoder_inputs_embeds, encoder_states, source_ids, source_mask,
+                      mixture=mixture, runs=runs, stepwise=stepwise,
+                      earlier=cache.copy_attention if stepwise and cache is not None else None)
+        if stepwise and cache is not None:
+            cache.append("copy_attention", copy.attention)
+        return HeadOutput(copy.log_mixture, copy.p_gen, copy.attention, vocab_logits, copy)
 
     def token_loss(self, head: HeadOutput, labels: torch.Tensor, source_ids: torch.Tensor | None,
                    source_mask: torch.Tensor | None) -> torch.Tensor:
@@ -868,8 +868,7 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
             return F.cross_entropy(head.logits.reshape(-1, head.logits.shape[-1]).float(), labels.reshape(-1),
                                    ignore_index=-100, reduction="sum", label_smoothing=smoothing)
         valid = labels != -100
-        label, mean = self.copy_generator.loss_terms(head.vocab_logits, head.p_gen, head.copy_attention, source_ids,
-                                                     source_mask, labels, smoothing=smoothing > 0)
+        label, mean = self.copy_generator.loss_terms(head.vocab_logits, head.copy, labels, smoothing=smoothing > 0)
         nll = -label[valid].sum()
         if mean is None:
             return nll
@@ -894,9 +893,7 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
         top_log_prob, top_token = max_over_last_dim(log_probs)
         if self.copy_generator is None:
             return top_log_prob, top_token
-        return self.copy_generator.most_likely(top_log_prob, top_token,
-                                               self.copy_generator.source_token_logits(log_probs, source_ids),
-                                               head.p_gen, head.copy_attention, source_ids, banned_token_id=mask_id)
+        return self.copy_generator.most_likely(top_log_prob, top_token, log_probs, head.copy, banned_token_id=mask_id)
 
     # --- non-autoregressive decoding: inputs and one parallel pass ---------------------------------------------------
 
@@ -1019,6 +1016,7 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
             if decoder_inputs_embeds is None:
                 decoder_inputs_embeds = self.model.shared(decoder_input_ids)
             guided = labels is not None and config.guided_attention_weight > 0
+            copy_cache, history = self.copy_step_state(past_key_values, decoder_input_ids)  # before the step
             decoder_outputs = self.model(
                 attention_mask=attention_mask, encoder_outputs=encoder_outputs, decoder_inputs_embeds=decoder_inputs_embeds,
                 past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
@@ -1028,10 +1026,14 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
             if monotonic is not None:
                 monotonic.step(decoder_outputs.cross_attentions[-1])
             head = self.output_head(decoder_outputs.last_hidden_state, decoder_inputs_embeds, encoder_states,
-                                    source_ids, source_mask, mixture=return_logits or labels is None)
+                                    source_ids, source_mask, mixture=return_logits or labels is None,
+                                    decoder_history=history, cache=copy_cache, causal=True)
             logits, p_gen, copy_attention = head.logits, head.p_gen, head.copy_attention
             if labels is not None:
                 losses["ar_loss"] = self.token_loss(head, labels, source_ids, source_mask) / local_items.clamp_min(1) * share
+                if head.copy is not None and head.copy.coverage_loss is not None:
+                    losses["coverage_loss"] = (head.copy.coverage_loss[labels != -100].sum() / local_items.clamp_min(1)
+                                               * share)
                 if guided:
                     losses["guided_attention_loss"] = guided_attention_loss(
                         decoder_outputs.cross_attentions[-1], labels != -100, source_mask, config.guided_attention_sigma
@@ -1053,7 +1055,8 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
 
         loss = None
         if losses:
-            weights = {"length_loss": config.length_loss_weight, "guided_attention_loss": config.guided_attention_weight}
+            weights = {"length_loss": config.length_loss_weight, "guided_attention_loss": config.guided_attention_weight,
+                       "coverage_loss": config.coverage_loss_weight}
             loss = sum(value * weights.get(name, 1.0) for name, value in losses.items())
         output = CopyNatSeq2SeqLMOutput(
             loss=loss,
@@ -1082,30 +1085,53 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
           `generation_copynat.non_autoregressive_generate`);
         - `output_copy_info=True` (AR): the returned `GenerateOutput` also carries `p_gen` and `copy_attention` of
           the generated tokens, recomputed in one teacher-forced pass;
-        - `monotonic_window=k` (AR: greedy, sampling, beam search): monotonic decoding, see `MonotonicAttention`.
+        - `monotonic_window=k` (AR: greedy, sampling, beam search): monotonic decoding, see `MonotonicAttention`;
+        - `valid_utf8` (AR, default True): once `set_vocabulary` has told the model its byte-level pieces, no output
+          breaks a UTF-8 character (`Utf8ValidityLogitsProcessor`); False turns the constraint off.
+
+        The copy head's continuation, location and coverage read earlier steps, which the KV cache keeps: generate()
+        creates a `CopyNatCache` for them.
         """
         nat_arguments = pop_nat_arguments(kwargs, generation_config or self.generation_config)
         monotonic_window = kwargs.pop("monotonic_window", None)
+        valid_utf8 = kwargs.pop("valid_utf8", True)
         if nat_arguments is not None:
             if monotonic_window is not None:
                 raise ValueError("monotonic_window constrains autoregressive decoding; drop it with non_autoregressive")
             return non_autoregressive_generate(self, inputs, **nat_arguments, **kwargs)
+        copier = self.copy_generator
+        reads_history = copier is not None and copier.reads_earlier_steps
+        use_cache = kwargs.get("use_cache", (generation_config or self.generation_config).use_cache)
+        use_cache = use_cache is None or use_cache  # None: transformers' default, a cache
         if monotonic_window is not None:
             if isinstance(monotonic_window, bool) or not isinstance(monotonic_window, int) or monotonic_window < 0:
                 raise ValueError(f"monotonic_window must be an int >= 0 (source positions the attention may step "
                                  f"back), got {monotonic_window!r}")
-            settings = generation_config or self.generation_config
-            if not kwargs.get("use_cache", settings.use_cache) or any(
-                    kwargs.get(name) is not None for name in ("past_key_values", "cache")):
+            if not use_cache or any(kwargs.get(name) is not None for name in ("past_key_values", "cache")):
                 raise ValueError("monotonic_window keeps its state in the KV cache it creates: drop use_cache=False "
                                  "and past_key_values / cache")
             kwargs[CACHE_NAME] = MonotonicAttention(monotonic_window, self.config)
+        elif reads_history and use_cache:
+            given = kwargs.get("past_key_values", kwargs.get("cache"))
+            if given is not None and not isinstance(given, CopyNatCache):
+                raise ValueError(f"this model's copy head reads the earlier decoding steps, which it keeps in a "
+                                 f"CopyNatCache; got a {type(given).__name__}: pass CopyNatCache(model.config) or "
+                                 "no cache")
+            if given is None:
+                kwargs[CACHE_NAME] = CopyNatCache(self.config)
         mask = kwargs.get("attention_mask")
         if mask is not None and mask.dim() == 3 and kwargs.get("encoder_outputs") is None:
             # generate() takes only 2-D masks: encode with the graph mask here, and hand on the padding mask.
             source_ids = inputs if inputs is not None else kwargs["input_ids"]
             kwargs["encoder_outputs"] = self.model.encoder(input_ids=source_ids, attention_mask=mask)
             kwargs["attention_mask"] = (source_ids != self.config.pad_token_id).long()
+        if valid_utf8 and bool(self.byte_token_classes[:, 2].any()):
+            processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
+            settings = generation_config or self.generation_config
+            processors.append(Utf8ValidityLogitsProcessor(
+                self.byte_token_classes, max_new_tokens=kwargs.get("max_new_tokens", settings.max_new_tokens),
+                max_length=kwargs.get("max_length", settings.max_length)))
+            kwargs["logits_processor"] = processors
         output_copy_info = kwargs.pop("output_copy_info", False)
         if not output_copy_info:
             return super().generate(inputs, generation_config=generation_config, **kwargs)

@@ -44,9 +44,26 @@ trip is not exact. Byte fallback also needs 256 ``<0x..>`` tokens added by
 hand. Running Unigram on the ByteLevel alphabet gives the same no-OOV
 guarantee with an exact round trip and one code path for both models.
 
+Characters of unspaced scripts
+------------------------------
+Chinese and Japanese have no spaces, so the usual pre-tokenizer would hand
+``"我是庫洛洛"`` to BPE as one word, and a merge could join the last character
+of "我是" and the first of a name into one piece. A copy model can then not
+echo the name: its first piece exists only glued to "是". So each Han, kana,
+Hangul and CJK punctuation character is its own pre-token: a piece never
+spans two such characters (a frequent character is one piece, a rare one
+two or three byte pieces), and a name reads the same wherever it stands.
+
 Leading spaces are part of the piece (``"Ġhouse"`` differs from ``"house"``);
 ``add_prefix_space=False`` means no space is invented before the first word,
-which is what keeps leading spaces exact.
+which is what keeps leading spaces exact. Only a space in front of a
+non-ASCII character stays a piece of its own: merged, it would make a piece of
+a space and the first *byte* of the character (``" Мария"`` -> ``"ĠÐ"``,
+``"ľ"``, ...), so the same name would be spelled with other pieces after a
+space than at the start of a line or after Chinese text, and a copy model
+could not echo it. (An ASCII word differs in its first piece only,
+``"ĠKur"`` against ``"Kur"``; copynat's copy head copies a piece with its
+leading space added or removed, see ``CopyNatConfig.copy_respace``.)
 
 Why one shared vocabulary
 -------------------------
@@ -109,7 +126,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 __all__ = [
@@ -144,6 +161,12 @@ PAD_ID, BOS_ID, EOS_ID, UNK_ID, MASK_ID = range(len(SPECIAL_TOKENS))
 TOKENIZER_MODELS: tuple[str, ...] = ("bpe", "unigram")
 
 _BYTE_ALPHABET: list[str] = pre_tokenizers.ByteLevel.alphabet()
+#: One character of a script written without spaces (Han, kana, CJK punctuation and full-width forms) or of Hangul:
+#: each is its own pre-token, so no piece spans two characters (see "Characters of unspaced scripts").
+UNSPACED_SCRIPT_CHARACTER = Regex(r"[\x{3000}-\x{30ff}\x{3400}-\x{4dbf}\x{4e00}-\x{9fff}\x{f900}-\x{faff}"
+                                  r"\x{ac00}-\x{d7af}\x{ff00}-\x{ffef}\x{20000}-\x{3134f}]")
+#: A space before a non-ASCII character: its own pre-token, so no piece holds a space and part of a character.
+SPACE_BEFORE_NON_ASCII = Regex(r" (?=[^\x00-\x7f])")
 #: Smallest ``vocab_size``: the special tokens plus the 256 byte symbols.
 MIN_VOCAB_SIZE: int = len(SPECIAL_TOKENS) + len(_BYTE_ALPHABET)
 
@@ -202,7 +225,11 @@ def train_tokenizer(
 
     backend = Tokenizer(models.BPE(unk_token=UNK_TOKEN) if model_name == "bpe" else models.Unigram())
     # No normalizer: the text is kept byte for byte (see the module docstring).
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(UNSPACED_SCRIPT_CHARACTER, behavior="isolated"),
+        pre_tokenizers.Split(SPACE_BEFORE_NON_ASCII, behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
     backend.decoder = decoders.ByteLevel()
 
     trainer: trainers.Trainer

@@ -63,6 +63,10 @@ DEFAULT_LABEL_SMOOTHING = 0.1
 ECHO_VOCAB_SIZE = 2000
 ECHO_MAX_TOKENS = 1024
 ECHO_LABEL_SMOOTHING = 0.0
+#: ... and an output projection of its own: a piece that no training text holds (a script never seen) then keeps
+#: its random input embedding, instead of drifting, with every other such piece, towards where the output softmax
+#: pushes all never-emitted pieces (tied, their embeddings end up alike and the copy cannot tell them apart).
+ECHO_TIE_WORD_EMBEDDINGS = False
 
 
 def _arg(default: Any, help: str, **extra: Any) -> Any:
@@ -84,6 +88,7 @@ _CONFIG_FIELDS = (
     "activation_dropout", "max_position_embeddings", "label_smoothing", "use_copy_mechanism", "decoder_mode",
     "length_prediction", "length_loss_weight", "nat_decoder_inputs", "guided_attention_weight",
     "position_embedding_type", "normalize_before", "encoder_attention_window", "tie_word_embeddings",
+    "copy_continuation_window", "copy_coverage", "coverage_loss_weight", "copy_respace", "copy_previous_token_keys", "copy_location",
 )
 #: Config fields that may change when fine-tuning a saved model (the rest would not match its weights).
 #: decoder_mode / use_copy_mechanism may be switched on: the new head (length predictor, copy gate) starts random.
@@ -143,7 +148,18 @@ class ModelArguments:
                                                choices=["sinusoidal", "learned", "rotary"])
     normalize_before: bool | None = _arg(None, "Pre-LN (true) or post-LN as in the paper (false, the default).")
     encoder_attention_window: int | None = _arg(None, "Truncated encoder self-attention: distance k (default: full).")
-    tie_word_embeddings: bool | None = _arg(None, "Share the output projection with the embedding (default true).")
+    tie_word_embeddings: bool | None = _arg(None, "Share the output projection with the embedding (default true; false "
+                                                  "for the embedded echo task).")
+    copy_continuation_window: int | None = _arg(
+        None, "Copy continuation: the copy attention reads how many of the last outputs match the source just before "
+              "each position, up to this many (default 8; 0 = off).")
+    copy_coverage: bool | None = _arg(None, "Coverage (See et al. 2017) in the copy attention, with its loss "
+                                            "(default false).")
+    coverage_loss_weight: float | None = _arg(None, "Weight of the coverage loss (default 1.0).")
+    copy_respace: bool | None = _arg(None, "Copied tokens may gain or lose their leading space (default true).")
+    copy_location: bool | None = _arg(None, "Location-aware copy attention: each step sees where the last one "
+                                            "attended (default true).")
+    copy_previous_token_keys: bool | None = _arg(None, "Copy-attention keys also read the token before each position.")
 
     def __post_init__(self) -> None:
         if self.vocab_size is not None and self.vocab_size < 261:
@@ -164,8 +180,9 @@ class ModelArguments:
 
     def new_model_config(self, echo: bool = False) -> dict[str, Any]:
         """Preset values, then copynat's training defaults, then the overrides (no vocabulary yet)."""
-        smoothing = ECHO_LABEL_SMOOTHING if echo else DEFAULT_LABEL_SMOOTHING
-        return {**PRESETS[self.preset], "label_smoothing": smoothing, **self.config_overrides()}
+        defaults = ({"label_smoothing": ECHO_LABEL_SMOOTHING, "tie_word_embeddings": ECHO_TIE_WORD_EMBEDDINGS} if echo
+                    else {"label_smoothing": DEFAULT_LABEL_SMOOTHING})
+        return {**PRESETS[self.preset], **defaults, **self.config_overrides()}
 
 
 # ------------------------------------------------------------------------------------------ train

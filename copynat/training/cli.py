@@ -169,7 +169,8 @@ def _plot_first(model, tokenizer, source_ids, attention_mask, generated, nat: bo
             decoded = model.model.decoder(inputs_embeds=embeds, encoder_hidden_states=states,
                                           encoder_padding_mask=mask.bool(), decoder_padding_mask=target_mask,
                                           causal=False, use_cache=False, output_attentions=True)
-            _, p_gen, copy_attention, _ = model.output_head(decoded.last_hidden_state, embeds, states, src, mask.bool())
+            head = model.output_head(decoded.last_hidden_state, embeds, states, src, mask.bool())
+            p_gen, copy_attention = head.p_gen, head.copy_attention
             cross = decoded.cross_attentions[-1]
         else:
             decoder_input_ids = sequence[None, :length]

@@ -16,7 +16,8 @@ Input formats (a split's file format is inferred from its extension):
   ``test_file=.../test_2016_flickr``;
 * ``dataset_name`` (+ ``dataset_config_name``): ``datasets.load_dataset`` on a Hub name or a local
   dataset folder; local files given as well replace the corresponding splits;
-* nothing at all: the embedded echo (copy) task, ``copynat.data.make_echo_dataset()``.
+* nothing at all: the embedded echo (copy) task, ``copynat.data.make_echo_dataset()``, whose fourth split
+  ``"test_ood"`` (entity families that training never sees) is evaluated after training like "test".
 
 Bad rows never crash an epoch: rows whose source or target is missing/blank are skipped and counted
 (one warning per split); numbers are cast to ``str`` (CSV/TSV columns are read as text, so "007"
@@ -45,6 +46,8 @@ from transformers import DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
+#: Evaluated after training like "test"; only the embedded echo task has one (entity families training never sees).
+OOD_SPLIT = "test_ood"
 FILE_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
 _TEXT = datasets.Value("string")
 _IDS = datasets.Sequence(datasets.Value("int32"))
@@ -116,7 +119,7 @@ def load_raw_datasets(args: DataArguments) -> datasets.DatasetDict:
         splits[split] = (_load_file(path, split, args), f"file {path}")
 
     result = datasets.DatasetDict()
-    for split in SPLITS:
+    for split in (*SPLITS, OOD_SPLIT):
         if split not in splits:
             continue
         ds, where = splits[split]

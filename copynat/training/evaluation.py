@@ -17,10 +17,12 @@ from .data import Seq2SeqCollator, example_lengths
 
 
 def evaluate_generation(accelerator, model, tokenizer, dataset, decodings: dict[str, dict], *, batch_size: int,
-                        max_new_tokens: int, entities: list[list[str]] | None = None, compute_loss: bool = True,
+                        max_new_tokens: int, entities: list[list[str]] | None = None,
+                        categories: list[list[str]] | None = None, compute_loss: bool = True,
                         seed: int = 0) -> dict[str, Any]:
     """Validation loss and, per decoding, BLEU / chrF / exact match (0-100) of a tokenized split with its
-    "source"/"target" text columns.  The batches (length-sorted) are shared out among the processes and the outputs
+    "source"/"target" text columns; with `entities` (the echo task's), the entity copy rate, and with their
+    `categories` one rate per category as well ("entity_copy_rate/name/cjk").  The batches (length-sorted) are shared out among the processes and the outputs
     gathered, so every process returns the same metrics.  Outputs are at most ``min(max_new_tokens, 2 x longest
     source of the batch + 10)`` tokens long.  Training RNG is left untouched."""
     from accelerate.utils import gather_object
@@ -83,9 +85,12 @@ def evaluate_generation(accelerator, model, tokenizer, dataset, decodings: dict[
             ordered = [predictions[i] for i in range(len(dataset))]
             scores = compute_generation_metrics(ordered, references)
             if entities is not None:
-                from copynat.data import entity_copy_rate
+                from copynat.data import copy_rates_by_category
 
-                scores["entity_copy_rate"] = 100.0 * entity_copy_rate(ordered, entities)
+                rates = copy_rates_by_category(ordered, entities, categories, references)
+                scores["entity_copy_rate"] = 100.0 * rates.pop("all")
+                scores.update({f"entity_copy_rate/{category}": 100.0 * rate for category, rate in rates.items()
+                               if category})
             scores["decode_seconds"] = round(seconds, 3)
             scores["sentences_per_second"] = round(len(dataset) / max(seconds, 1e-9), 1)
             results[name] = scores

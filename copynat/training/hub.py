@@ -51,7 +51,7 @@ PUBLISH_PATTERNS = [
     "config.json", "generation_config.json",
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
     "merges.txt", "chat_template.jinja",
-    "configuration_*.py", "modeling_*.py", "generation_*.py", "tokenization_*.py",
+    "*.py",  # the modeling code save_pretrained copies for trust_remote_code=True (a run folder holds no other)
     "README.md",
     "results.json", "metrics.jsonl", "training_args.json", "training_curves.png", "test_predictions.*.txt",
 ]

@@ -80,7 +80,8 @@ import torch
 
 from .arguments import (DEFAULT_VOCAB_SIZE, ECHO_VOCAB_SIZE, FINETUNE_FIELDS, ModelArguments, TrainArguments,
                         parse_decodings, resolve_defaults)
-from .data import DataArguments, Seq2SeqCollator, TokenBudgetBatchSampler, example_lengths, load_raw_datasets, tokenize_datasets
+from .data import (OOD_SPLIT, DataArguments, Seq2SeqCollator, TokenBudgetBatchSampler, example_lengths,
+                   load_raw_datasets, tokenize_datasets)
 from .checkpoints import (CHECKPOINT_PREFIX, STATE_FILE, TrainState, atomic_write_text, _remove_stale_temporaries,
                           find_checkpoint, load_model_weights, save_checkpoint)
 from .errors import TrainingInterrupted, UsageError
@@ -288,6 +289,7 @@ def _build_model(model_args: ModelArguments, data_args: DataArguments, tokenizer
                                 max(512, data_args.max_source_length, data_args.max_target_length + 1))
             config = CopyNatConfig(vocab_size=len(tokenizer), **special, **settings)
             model = CopyNatForConditionalGeneration(config)
+            model.set_vocabulary(tokenizer.get_vocab())
     except UsageError:
         raise
     except (ValueError, OSError, TypeError) as err:
@@ -300,14 +302,15 @@ def _build_model(model_args: ModelArguments, data_args: DataArguments, tokenizer
     return model
 
 
-def _echo_entities(dataset, split: str) -> list[list[str]] | None:
-    """The echo task's entity lists of a split (load_raw_datasets keeps only source/target), re-made from its seed."""
-    from copynat.data import make_echo_examples
+def _echo_entities(dataset, split: str) -> dict[str, list[list[str]]] | None:
+    """The echo task's entity lists and their categories of a split (load_raw_datasets keeps only source/target),
+    re-made from its seed."""
+    from copynat.data import make_echo_examples, make_echo_ood_examples
 
-    examples = make_echo_examples(len(dataset), split)
+    examples = make_echo_ood_examples(len(dataset)) if split == OOD_SPLIT else make_echo_examples(len(dataset), split)
     if [e["source"] for e in examples] != list(dataset["source"]):
         return None
-    return [e["entities"] for e in examples]
+    return {"entities": [e["entities"] for e in examples], "categories": [e["categories"] for e in examples]}
 
 
 def _default_decodings(model) -> str:
@@ -513,7 +516,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         periodic_validation = validation.select(range(train_args.num_eval_samples))
     entities = {}
     if echo:
-        for split in ("validation", "test"):
+        for split in ("validation", "test", OOD_SPLIT):
             if split in tokenized:
                 entities[split] = _echo_entities(tokenized[split], split)
     max_new_tokens = train_args.eval_max_new_tokens or data_args.max_target_length
@@ -522,7 +525,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     def evaluate_validation(dataset) -> dict:
         return evaluate_generation(accelerator, model, tokenizer, dataset, decodings,
                                    batch_size=train_args.eval_batch_size, max_new_tokens=max_new_tokens,
-                                   entities=entities.get("validation") and entities["validation"][:len(dataset)],
+                                   entities=entities.get("validation") and entities["validation"]["entities"][:len(dataset)],
                                    seed=train_args.seed)
 
     def run_evaluation() -> bool:
@@ -741,11 +744,13 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             final_metrics["validation"] = state.best_metrics
         else:
             final_metrics["validation"] = evaluate_validation(validation)
-    test = tokenized.get("test")
-    if test is not None:
-        final_metrics["test"] = evaluate_generation(
-            accelerator, model, tokenizer, test, decodings, batch_size=train_args.eval_batch_size,
-            max_new_tokens=max_new_tokens, entities=entities.get("test"), seed=train_args.seed)
+    for split in ("test", OOD_SPLIT):
+        if split in tokenized:
+            known = entities.get(split) or {}
+            final_metrics[split] = evaluate_generation(
+                accelerator, model, tokenizer, tokenized[split], decodings, batch_size=train_args.eval_batch_size,
+                max_new_tokens=max_new_tokens, entities=known.get("entities"), categories=known.get("categories"),
+                seed=train_args.seed)
     predictions = {split: m.pop("_predictions", None) for split, m in final_metrics.items()}
     for split, split_metrics in final_metrics.items():
         metrics_log.write("final", state.step, _flatten(split_metrics), split=split,

@@ -158,8 +158,11 @@ def _data_info(results: dict | None, data_args: dict) -> dict[str, Any]:
     if source == _ECHO_SOURCE or (data_args and not name and not files):  # train() without data: the echo task
         info.update(kind="echo", id="copynat-echo", name="copynat echo task",
                     description="copynat's embedded echo task (`copynat.data.make_echo_dataset`: short English "
-                                "chat turns whose replies must repeat names, places, numbers and codes; the test "
-                                "entities never occur in training)")
+                                "and Chinese chat turns whose replies must repeat names and places in Latin, CJK, "
+                                "kana, Hangul, Cyrillic, Greek, Arabic and other scripts, numbers, times, codes, "
+                                "e-mail addresses and URLs; the test entities never occur in training, and the "
+                                "`test_ood` split holds entity families training never sees: held-out scripts, "
+                                "longer names and numbers, new shapes, real names and places)")
     elif name:
         link = f"[{name}](https://huggingface.co/datasets/{name})" if _is_hub_id(name) else f"`{name}`"
         config = f" (configuration `{info['config']}`)" if info["config"] else ""
@@ -248,8 +251,9 @@ def eval_results_from_results(results: dict, *, task_type: str, dataset_type: st
 def _limitations(model: dict, data: dict, data_args: dict, train_args: dict, results: dict | None) -> list[str]:
     items = []
     if data["kind"] == "echo":
-        items.append("Trained on a small synthetic task: it demonstrates the copy mechanism (repeating unseen names "
-                     "and numbers) and is not a general chatbot, translator or language model.")
+        items.append("Trained on a small synthetic task: it demonstrates the copy mechanism (repeating unseen names, "
+                     "numbers and codes of any script) and is not a general chatbot, translator or language model: "
+                     "it answers only sentences shaped like its templates.")
     else:
         items.append(f"Trained only on {data['description']}; expect lower quality on other domains, styles and "
                      "languages.")
@@ -285,6 +289,8 @@ _FILE_ROLES = {
     "configuration_copynat.py": "modeling code for `trust_remote_code=True`: the configuration",
     "modeling_copynat.py": "modeling code for `trust_remote_code=True`: the model",
     "generation_copynat.py": "modeling code for `trust_remote_code=True`: non-autoregressive decoding",
+    "copy_generator.py": "modeling code for `trust_remote_code=True`: the copy mechanism",
+    "utf8_validity.py": "modeling code for `trust_remote_code=True`: generate() never breaks a UTF-8 character",
     "results.json": "the measured scores and speed (every number of this card)",
     "metrics.jsonl": "the training log (loss, learning rate, tokens/s, evaluations)",
     "training_args.json": "all arguments of the training run",
@@ -455,8 +461,12 @@ def build_model_card(output_dir: str | Path, results: dict | None = None, *, rep
                              sentences_per_second=_fmt(scores.get("sentences_per_second"), 1)))
         if rows:
             loss = split_metrics.get("loss")
+            first = split_metrics.get(next(iter(decodings)), {}) if decodings else {}
+            categories = [(key.split("/", 1)[1], _fmt(value)) for key, value in sorted(first.items())
+                          if key.startswith("entity_copy_rate/")]
             results_tables.append(dict(split=split, rows=rows, num_examples=_fmt(split_metrics.get("num_examples")),
-                                       loss=_fmt(loss, 3) if isinstance(loss, (int, float)) else None))
+                                       loss=_fmt(loss, 3) if isinstance(loss, (int, float)) else None,
+                                       categories=categories, first=rows[0]["label"]))
     if results:
         chosen, training = results.get("selection") or {}, results.get("training") or {}
         if chosen.get("best_step") is not None:
@@ -652,6 +662,10 @@ evaluation run ({{ eval_batch_size }} sentences per `generate()` call).
 {% for row in table.rows %}
 | {{ row.label }} | `{{ row.kwargs }}` | {{ row.bleu }} | {{ row.chrf }} | {{ row.exact_match }} |{% if has_entity_copy %} {{ row.entity_copy_rate }} |{% endif %} {{ row.sentences_per_second }} |
 {% endfor %}
+{% if table.categories %}
+
+Entity copy rate per category ({{ table.first }}): {% for name, rate in table.categories %}{{ name }} {{ rate }}{% if not loop.last %}, {% endif %}{% endfor %}.
+{% endif %}
 
 {% endfor %}
 The same numbers are in the `model-index` metadata of this card and in `results.json`.

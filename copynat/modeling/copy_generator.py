@@ -1,0 +1,267 @@
+"""The copy mechanism (pointer-generator) of CopyNat: the output head that can emit any source token, seen or not.
+
+p(w) = p_gen * softmax(vocab logits)(w) + (1 - p_gen) * (copy attention summed over the source slots holding w).
+
+These additions make it copy anything a user types, not just names built like its training names:
+
+- **location** (Chorowski et al. 2015): each step's copy attention sees where the last step's attended, and the
+  decoder state weighs "the same position, the next one, the one after": a copy steps on by one position, even
+  through an unseen script whose byte pieces repeat every other position ("à", "¤", "à", ...);
+- **copy continuation**: the copy attention reads, for every source position j, how many of the last outputs equal
+  the source tokens just before j (`copy_runs`). Token ids only, so it holds for tokens the model never saw in
+  training, and for a copy resumed after a piece generated from the vocabulary;
+- **previous-token keys**: each key also reads the encoder state of the token before it, so the decoder can point
+  at "the token after `am`" where a copy starts (in Chinese, where no space marks the start of a name);
+- **coverage** (See et al. 2017, off by default): the copy attention sees how much attention each source position
+  has had so far, and a loss penalises attending to it again;
+- **respacing**: byte-level BPE spells a word with its leading space (" Kuroro" -> "ĠK", "ur", "oro") and without
+  it ("Kuroro" at the start of a line or after Chinese text -> "K", "ur", "oro"). Each source position offers its
+  token both ways (a learned gate shares the attention out), so a name copies across those contexts.
+
+This file is part of the Hub remote code: it imports only torch.
+"""
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["CopyGenerator", "CopyOutput", "copy_runs", "respaced_token_ids"]
+
+#: Word-start markers of subword vocabularies: byte-level BPE's "Ġ" (a space byte) and SentencePiece's "▁".
+WORD_START_MARKERS = ("Ġ", "▁")
+
+
+class CopyOutput(NamedTuple):
+    """What the copy head computes at each target position. The *slots* are what it can copy: each source position's
+    token, and with respacing the same token with its leading space added or removed ([batch, slots])."""
+
+    log_mixture: torch.Tensor | None  # [batch, tgt, vocab] log p_mix in fp32; None when mixture=False
+    p_gen: torch.Tensor  # [batch, tgt] generation probability
+    attention: torch.Tensor  # [batch, tgt, src] copy attention over source positions
+    slot_ids: torch.Tensor  # [batch, slots] the token each slot emits
+    slot_attention: torch.Tensor  # [batch, tgt, slots] the copy attention shared out over the slots
+    slot_mask: torch.Tensor | None  # [batch, slots] True at real (non-pad) slots
+    coverage_loss: torch.Tensor | None  # [batch, tgt] sum over source positions of min(attention, coverage)
+
+
+def respaced_token_ids(vocab: dict[str, int]) -> torch.Tensor:
+    """For a tokenizer vocabulary {piece: id}: [vocab size] ids of each piece with its word-start marker removed (or
+    added, for a piece without one), or the id itself where the vocabulary has no such piece."""
+    table = torch.arange(max(vocab.values()) + 1)
+    for piece, index in vocab.items():
+        for marker in WORD_START_MARKERS:
+            other = piece[len(marker):] if piece.startswith(marker) else marker + piece
+            if other in vocab and len(other) > 0 and other != marker:
+                table[index] = vocab[other]
+                break
+    return table
+
+
+def copy_runs(decoder_history: torch.Tensor, source_ids: torch.Tensor, num_positions: int, window: int,
+              source_mask: torch.Tensor | None) -> torch.Tensor:
+    """Copy continuation evidence, [batch, num_positions, src] in 0..window: at each of the last `num_positions`
+    decoder inputs, for every source position j, how many decoder inputs read backwards from this one equal the
+    source tokens read backwards from j - 1. A run of r means "the last r outputs were x[j-r .. j-1]": copying x[j]
+    continues the copy."""
+    history = decoder_history[:, -(num_positions + window - 1):]
+    matches = history[:, :, None] == source_ids[:, None, :]
+    if source_mask is not None:
+        matches &= source_mask[:, None, :]
+    matches = matches.to(torch.uint8)
+    runs = matches
+    for _ in range(window - 1):  # runs[t, j] = matches[t, j] * (1 + runs[t - 1, j - 1]), to depth `window`
+        runs = matches * (1 + F.pad(runs[:, :-1, :-1], (1, 0, 1, 0)))
+    return F.pad(runs[:, -num_positions:, :-1], (1, 0))  # evidence for x[j] is the run that ends at x[j - 1]
+
+
+class CopyGenerator(nn.Module):
+    """Pointer-generator (See et al. 2017): p(w) = p_gen * softmax(vocab logits)(w) + (1 - p_gen) * sum of copy
+    attention over source positions holding w. p_gen is a learned gate on decoder state, copy context and input."""
+
+    def __init__(self, config):
+        super().__init__()
+        d = config.d_model
+        self.query = nn.Linear(d, d, bias=False)
+        self.key = nn.Linear(d, d, bias=False)
+        self.gate = nn.Linear(3 * d, 1)
+        self.scale = d ** -0.5
+        # Continuation and coverage read earlier steps: only a decoder trained to decode step by step has them.
+        stepwise = config.decoder_mode != "nat"
+        self.continuation_window = config.copy_continuation_window if stepwise else 0
+        # a score bias per run length 1..window, read from the decoder state: it decides when a copy goes on
+        self.continuation = nn.Linear(d, self.continuation_window) if self.continuation_window else None
+        self.coverage = nn.Linear(d, 1) if config.copy_coverage and stepwise else None
+        # a bias per offset 0, 1, 2 from where the last step attended, read from the decoder state
+        self.location = nn.Linear(d, 3) if config.copy_location and stepwise else None
+        self.respace = nn.Linear(d, 1) if config.copy_respace else None
+        # keys that also read the token before each position: a copy starts at "the token after `am`"
+        self.previous_key = nn.Linear(d, d, bias=False) if config.copy_previous_token_keys else None
+        if self.respace is not None:  # filled from the tokenizer by `set_vocabulary`; saved with the weights
+            self.register_buffer("respaced_ids", torch.arange(config.vocab_size), persistent=True)
+
+    @property
+    def attends_step_by_step(self) -> bool:
+        """Whether autoregressive steps need the copy attention of the earlier ones (location, coverage)."""
+        return self.location is not None or self.coverage is not None
+
+    @property
+    def reads_earlier_steps(self) -> bool:
+        """Whether a decoding step needs the earlier ones (kept by a CopyNatCache between generate() steps)."""
+        return self.continuation is not None or self.attends_step_by_step
+
+    def set_vocabulary(self, vocab: dict[str, int]) -> None:
+        """Tell the respacing which pieces are the same text with and without a leading space (`tokenizer.get_vocab()`)."""
+        if self.respace is None:
+            raise ValueError("this model has no copy respacing (CopyNatConfig.copy_respace=False)")
+        table = respaced_token_ids(vocab).to(self.respaced_ids.device)
+        if table.numel() > self.respaced_ids.numel():
+            raise ValueError(f"the vocabulary has {table.numel()} ids, the model only {self.respaced_ids.numel()}")
+        self.respaced_ids[: table.numel()] = table
+
+    def canonical_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """One id for both spellings of a piece (with and without its leading space): what copy runs compare."""
+        return ids if self.respace is None else torch.minimum(ids, self.respaced_ids[ids])
+
+    def forward(self, vocab_logits, decoder_states, decoder_inputs_embeds, encoder_states, source_ids, source_mask,
+                mixture: bool = True, runs: torch.Tensor | None = None, earlier: torch.Tensor | None = None,
+                stepwise: bool = False) -> CopyOutput:
+        """`runs` ([batch, tgt, src], `copy_runs`) feed the continuation bias. `stepwise` (autoregressive decoding)
+        computes the attention one target position after the other when location or coverage needs the earlier
+        steps' attention: `earlier` ([batch, steps, src]) is that of the steps before this call. `mixture=False`
+        skips the [batch, tgt, vocab] log-mixture (`loss_terms` and `most_likely` need only the slots)."""
+        # Its own eager attention: SDPA's cross-attention returns no weights, and copying needs explicit ones.
+        keys = self.key(encoder_states)
+        if self.previous_key is not None:  # each key also says which token comes before it
+            keys = keys + self.previous_key(F.pad(encoder_states[:, :-1], (0, 0, 1, 0)))
+        scores = (self.query(decoder_states) @ keys.transpose(1, 2)).float() * self.scale
+        if self.continuation is not None and runs is not None:
+            # a bias that grows with the run: where two places could continue the copy, the longer match wins
+            steps = F.softplus(self.continuation(decoder_states).float())
+            per_run = F.pad(steps.cumsum(-1), (1, 0))  # run 0: no bias
+            scores = scores + per_run.gather(-1, runs.long())
+        if source_mask is not None:
+            scores = scores.masked_fill(~source_mask[:, None, :], float("-inf"))
+        coverage_loss = None
+        if stepwise and self.attends_step_by_step:
+            attention, coverage_loss = self._attend_step_by_step(scores, decoder_states, earlier)
+        else:
+            attention = scores.softmax(dim=-1)
+        context = attention.to(encoder_states.dtype) @ encoder_states
+        p_gen = torch.sigmoid(self.gate(torch.cat((decoder_states, context, decoder_inputs_embeds), dim=-1)).float())
+        slot_ids, slot_attention, slot_mask = source_ids, attention, source_mask
+        if self.respace is not None:
+            respaced = torch.sigmoid(self.respace(decoder_states).float())  # [batch, tgt, 1]
+            slot_ids = torch.cat((source_ids, self.respaced_ids[source_ids]), dim=1)
+            slot_attention = torch.cat((attention * (1.0 - respaced), attention * respaced), dim=-1)
+            slot_mask = None if source_mask is None else torch.cat((source_mask, source_mask), dim=1)
+        log_mixture = None
+        if mixture:
+            log_mixture = vocab_logits.float().softmax(dim=-1) * p_gen
+            index = slot_ids[:, None, :].expand(-1, decoder_states.shape[1], -1)
+            # In place: a fresh product that autograd does not need to keep (saves a [B, T, V] copy).
+            log_mixture.scatter_add_(-1, index, slot_attention * (1.0 - p_gen))
+            # Clamped so an impossible token costs log(1e-10) rather than -inf (no NaN in softmax, loss or beams).
+            log_mixture = log_mixture.clamp_min(1e-10).log()
+        return CopyOutput(log_mixture, p_gen.squeeze(-1), attention, slot_ids, slot_attention, slot_mask,
+                          coverage_loss)
+
+    def _attend_step_by_step(self, scores, decoder_states, earlier):
+        """The attention of each target position given the attention of the ones before it (a recurrence over target
+        positions; cheap, as the scores it adjusts are computed for all of them at once):
+
+        - location (Chorowski et al. 2015): a bias on the positions 0, 1 and 2 after where the last step attended,
+          weighed by the decoder state, so a copy steps on by one even where the pieces repeat ("à", "¤", "à", ...);
+        - coverage (See et al. 2017): a bias on the attention summed over the earlier steps, and the coverage loss
+          sum_j min(attention, coverage), [batch, tgt]."""
+        batch, steps, width = scores.shape
+        last = scores.new_zeros(batch, width) if earlier is None else earlier[:, -1].float()
+        covered = scores.new_zeros(batch, width) if earlier is None else earlier.sum(1).float()
+        near = self.location(decoder_states).float() if self.location is not None else None  # [batch, tgt, 3]
+        weight = self.coverage(decoder_states).float() if self.coverage is not None else None  # [batch, tgt, 1]
+        attention, losses = [], []
+        for t in range(steps):
+            score = scores[:, t]
+            if near is not None:
+                shifted = torch.stack([F.pad(last, (k, 0))[:, :width] for k in range(3)], dim=-1)  # [batch, src, 3]
+                score = score + (shifted * near[:, t, None, :]).sum(-1)
+            if weight is not None:
+                score = score + weight[:, t] * covered
+            last = score.softmax(dim=-1)
+            if weight is not None:
+                losses.append(torch.minimum(last, covered).sum(-1))
+            covered = covered + last
+            attention.append(last)
+        return torch.stack(attention, 1), torch.stack(losses, 1) if losses else None
+
+    # --- the copy mixture from gathered terms (the loss and parallel decoding never build it) ------------------------
+
+    @staticmethod
+    def copy_mass(slot_attention: torch.Tensor, slot_ids: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Copy attention summed over the slots that hold `tokens` [batch, tgt]: [batch, tgt]."""
+        return (slot_attention * (slot_ids[:, None, :] == tokens[..., None])).sum(-1)
+
+    @staticmethod
+    def slot_token_logits(logits: torch.Tensor, slot_ids: torch.Tensor) -> torch.Tensor:
+        """The vocabulary logit of each slot's token, at every target position: [batch, tgt, slots]."""
+        return logits.gather(-1, slot_ids[:, None, :].expand(-1, logits.shape[1], -1))
+
+    @staticmethod
+    def slot_token_mass(slot_attention: torch.Tensor, slot_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per slot k, at every target position: the copy mass of k's token over all slots holding it
+        [batch, tgt, slots]; and how many slots hold k's token [batch, slots]."""
+        same_token = (slot_ids[:, :, None] == slot_ids[:, None, :]).float()  # [batch, slots, slots]
+        return slot_attention @ same_token, same_token.sum(-1)
+
+    @staticmethod
+    def loss_terms(vocab_logits: torch.Tensor, copy: CopyOutput, labels: torch.Tensor,
+                   smoothing: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(log p_mix(label), mean over the vocabulary of log p_mix or None), both [batch, tgt], from gathered terms
+        only: the loss's backward pass then never touches a [batch, tgt, vocab] mixture (a plain model's cost).
+
+        The mean (label smoothing's uniform term) uses that p_mix(w) = p_gen * softmax(w) for every w no slot holds:
+        it is log p_gen + mean(log softmax), corrected once per distinct slot token. It is exact where the returned
+        `logits` clamp log p_mix at log 1e-10."""
+        logits, p_gen = vocab_logits.float(), copy.p_gen
+        safe = labels.clamp_min(0)
+        # log softmax(label) by the fused cross-entropy kernel (one pass forward and backward)
+        generated = -F.cross_entropy(logits.reshape(-1, logits.shape[-1]), safe.reshape(-1),
+                                     reduction="none").view_as(labels)
+        copied = CopyGenerator.copy_mass(copy.slot_attention, copy.slot_ids, safe)
+        label = (p_gen * generated.exp() + (1.0 - p_gen) * copied).clamp_min(1e-10).log()
+        if not smoothing:
+            return label, None
+        normalizer = logits.logsumexp(dim=-1)  # [batch, tgt]
+        slot_log_softmax = CopyGenerator.slot_token_logits(logits, copy.slot_ids) - normalizer[..., None]
+        token_mass, occurrences = CopyGenerator.slot_token_mass(copy.slot_attention, copy.slot_ids)
+        once = 1.0 / occurrences  # each distinct real token counted once
+        if copy.slot_mask is not None:
+            once = once * copy.slot_mask
+        log_p_gen = p_gen.clamp_min(1e-30).log()
+        log_generated = log_p_gen[..., None] + slot_log_softmax
+        log_copied = (1.0 - p_gen).clamp_min(1e-30).log()[..., None] + token_mass.clamp_min(1e-30).log()
+        # log(p_gen s(w) + (1 - p_gen) c(w)) - log(p_gen s(w)), stable, and 0 where nothing is copied
+        correction = (F.softplus(log_copied - log_generated) * once[:, None, :]).sum(-1)
+        mean = log_p_gen + logits.mean(-1) - normalizer + correction / logits.shape[-1]
+        return label, mean
+
+    @staticmethod
+    def most_likely(top_log_prob: torch.Tensor, top_token: torch.Tensor, log_probs: torch.Tensor, copy: CopyOutput,
+                    banned_token_id: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """argmax of p_mix without the mixture, from the vocabulary log-softmax (`log_probs`) and its best token: a
+        token no slot holds has p_mix = p_gen * softmax, at most the best vocabulary token's, so the winner is that
+        token or a slot's. Slots holding `banned_token_id` never win (the vocabulary side excludes it before taking
+        `top_token`)."""
+        p_gen, slot_ids = copy.p_gen, copy.slot_ids
+        top = p_gen * top_log_prob.exp() + (1.0 - p_gen) * CopyGenerator.copy_mass(copy.slot_attention, slot_ids,
+                                                                                   top_token)
+        token_mass, _ = CopyGenerator.slot_token_mass(copy.slot_attention, slot_ids)
+        slot_log_probs = CopyGenerator.slot_token_logits(log_probs, slot_ids)
+        candidates = p_gen[..., None] * slot_log_probs.exp() + (1.0 - p_gen[..., None]) * token_mass
+        if banned_token_id is not None:
+            candidates = candidates.masked_fill((slot_ids == banned_token_id)[:, None, :], -1.0)
+        slot_best, slot = candidates.max(-1)
+        from_slot = slot_best > top
+        tokens = torch.where(from_slot, slot_ids.gather(1, slot), top_token)
+        return torch.where(from_slot, slot_best, top).clamp_min(1e-10).log(), tokens

@@ -1,0 +1,252 @@
+"""Copying anything a user types: copy continuation, respacing, coverage, previous-token keys, valid UTF-8, and a
+small model trained here that echoes a CJK name and a 12-digit number it never saw."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from conftest import VOCAB, tiny_config, train_steps
+
+from copynat import CopyNatForConditionalGeneration, train_tokenizer
+from copynat.data import repeats_beyond_source
+from copynat.modeling.copy_generator import copy_runs, respaced_token_ids
+from copynat.modeling.modeling_copynat import CopyNatCache
+from copynat.modeling.utf8_validity import byte_token_classes
+
+ALL_ON = dict(copy_continuation_window=8, copy_respace=True, copy_previous_token_keys=True, copy_coverage=True)
+
+
+def test_copy_runs_count_matching_runs_and_tell_repeated_tokens_apart():
+    source = torch.tensor([[5, 0, 0, 3, 1, 2, 0]])  # "0 0 3 1 2 0" after a 5; id 0 is not padding here
+    history = torch.tensor([[9, 5, 0, 0]])  # the decoder has written "5 0 0" so far
+    runs = copy_runs(history, source, num_positions=1, window=8, source_mask=None)[0, 0]
+    # copying the 3 (position 3) continues "5 0 0", the last three outputs: a run of 3. Copying the second 0
+    # (position 2) would continue "0" only (the output before it, 0, is not the 5 before that 0): a run of 1. The
+    # first 0 (position 1) would continue "5", but the last output is a 0: no run
+    assert runs.tolist() == [0, 0, 1, 3, 0, 0, 0]
+    assert copy_runs(history, source, 1, window=2, source_mask=None)[0, 0].max() == 2  # capped at the window
+    masked = copy_runs(history, source, 1, 8, source_mask=torch.tensor([[True, True, False, True, True, True, True]]))
+    assert masked[0, 0].tolist() == [0, 0, 1, 0, 0, 0, 0]  # a padded position breaks the run through it
+    every = copy_runs(history, source, num_positions=4, window=8, source_mask=None)
+    assert torch.equal(every[:, -1], copy_runs(history, source, 1, 8, None)[:, 0])  # parallel = step by step
+
+
+def test_respaced_token_ids_pair_each_piece_with_its_spaced_twin():
+    vocab = {"<pad>": 0, "K": 1, "ĠK": 2, "ur": 3, "Ġ": 4, "▁x": 5, "x": 6, "only": 7}
+    table = respaced_token_ids(vocab)
+    assert table.tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
+
+
+def _random_model(**overrides) -> CopyNatForConditionalGeneration:
+    model = CopyNatForConditionalGeneration(tiny_config(**overrides)).eval()
+    with torch.no_grad():  # the continuation, coverage and respacing weights start at zero: make them matter
+        for parameter in model.copy_generator.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.5)
+    vocab = {f"t{i}": i for i in range(VOCAB // 2)} | {f"Ġt{i}": VOCAB // 2 + i for i in range(VOCAB // 2)}
+    model.set_vocabulary(vocab)
+    return model
+
+
+def test_generate_with_cache_equals_without_for_every_copy_addition():
+    """The continuation reads the decoder's history, coverage the running sum its CopyNatCache keeps: cached
+    decoding, step by step, must give exactly what a full recomputation at every step gives, beams included."""
+    torch.manual_seed(0)
+    model = _random_model(**ALL_ON)
+    source = torch.randint(5, VOCAB, (3, 9))
+    for settings in ({}, {"num_beams": 3, "num_return_sequences": 2}):
+        cached = model.generate(source, max_new_tokens=10, output_scores=True, return_dict_in_generate=True,
+                                **settings)
+        uncached = model.generate(source, max_new_tokens=10, output_scores=True, return_dict_in_generate=True,
+                                  use_cache=False, **settings)
+        assert torch.equal(cached.sequences, uncached.sequences), settings
+        for a, b in zip(cached.scores, uncached.scores):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_coverage_cache_reorders_repeats_and_crops_its_history():
+    cache = CopyNatCache(tiny_config())
+    cache.append("copy_attention", torch.tensor([[[0.5, 0.5]], [[1.0, 0.0]]]))
+    cache.append("copy_attention", torch.tensor([[[0.0, 1.0]], [[0.0, 1.0]]]))
+    assert cache.append("decoder_ids", torch.tensor([[1, 7], [1, 8]])).tolist() == [[1, 7], [1, 8]]
+    assert cache.coverage().tolist() == [[0.5, 1.5], [1.0, 1.0]]
+    cache.reorder_cache(torch.tensor([1, 1]))
+    assert cache.coverage().tolist() == [[1.0, 1.0], [1.0, 1.0]] and cache.decoder_ids.tolist() == [[1, 8]] * 2
+    cache.batch_repeat_interleave(2)
+    assert cache.coverage().shape == (4, 2)
+    cache.crop(-1)  # assisted decoding takes steps back: the copy head forgets them
+    assert cache.coverage().tolist() == [[1.0, 0.0]] * 4 and cache.decoder_ids.tolist() == [[1]] * 4
+
+
+def test_a_cache_without_the_copy_steps_is_refused_with_a_clear_message():
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    model = _random_model(**ALL_ON)
+    source = torch.randint(5, VOCAB, (1, 5))
+    with pytest.raises(ValueError, match="CopyNatCache"):
+        model.generate(source, max_new_tokens=3, past_key_values=EncoderDecoderCache(DynamicCache(), DynamicCache()))
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    model(input_ids=source, decoder_input_ids=torch.tensor([[1]]), past_key_values=cache, use_cache=True)
+    with pytest.raises(ValueError, match="CopyNatCache"):  # a second step by hand would lose the first one
+        model(input_ids=source, decoder_input_ids=torch.tensor([[9]]), past_key_values=cache, use_cache=True)
+    steps = CopyNatCache(model.config)  # by hand with a CopyNatCache: the same logits as one teacher-forced pass
+    first = model(input_ids=source, decoder_input_ids=torch.tensor([[1]]), past_key_values=steps, use_cache=True)
+    second = model(input_ids=source, decoder_input_ids=torch.tensor([[9]]), past_key_values=steps, use_cache=True)
+    whole = model(input_ids=source, decoder_input_ids=torch.tensor([[1, 9]]), use_cache=False)
+    torch.testing.assert_close(torch.cat((first.logits, second.logits), 1), whole.logits, atol=1e-5, rtol=1e-5)
+
+
+def test_coverage_loss_is_absent_without_coverage_and_falls_with_it():
+    source = torch.randint(5, VOCAB, (16, 8), generator=torch.Generator().manual_seed(1))
+    batch = lambda step: (source, source)  # noqa: E731 - copy the source: attend to each position once
+    plain = CopyNatForConditionalGeneration(tiny_config(copy_coverage=False))
+    out = plain(input_ids=source, labels=source)
+    assert out.coverage_loss is None and torch.allclose(out.loss, out.ar_loss)
+    torch.manual_seed(0)
+    covered = CopyNatForConditionalGeneration(tiny_config(copy_coverage=True, coverage_loss_weight=1.0))
+    before = covered(input_ids=source, labels=source)
+    assert before.coverage_loss > 0
+    torch.testing.assert_close(before.loss, before.ar_loss + before.coverage_loss)
+    train_steps(covered, 60, batch)
+    after = covered(input_ids=source, labels=source)
+    assert after.coverage_loss < 0.5 * before.coverage_loss, (float(before.coverage_loss), float(after.coverage_loss))
+
+
+def test_loss_from_gathered_terms_equals_the_full_mixture_with_every_copy_addition():
+    import torch.nn.functional as F
+
+    input_ids = torch.tensor([[7, 9, 9, 11, 40, 2, 0], [12, 13, 14, 15, 16, 17, 2]])
+    labels = torch.tensor([[9, 11, 8, 2], [13, 45, 17, 2]])  # 8 = respaced 40, 45 = respaced 13 (VOCAB 64)
+    attention_mask = (input_ids != 0).long()
+    valid = labels != -100
+    for smoothing in (0.0, 0.1):
+        torch.manual_seed(0)
+        model = _random_model(label_smoothing=smoothing, **ALL_ON)
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        log_p = out.logits.reshape(-1, VOCAB)
+        nll = F.nll_loss(log_p, labels.reshape(-1), reduction="sum")
+        reference = ((1 - smoothing) * nll - smoothing * log_p.mean(-1)[valid.reshape(-1)].sum()) / valid.sum()
+        torch.testing.assert_close(out.ar_loss, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_respacing_copies_a_piece_with_its_leading_space_toggled():
+    """With p_gen = 0 and the respacing gate fully open, the mass of each source position goes to its spaced twin."""
+    model = _random_model(copy_respace=True)
+    with torch.no_grad():
+        model.copy_generator.gate.weight.zero_()
+        model.copy_generator.gate.bias.fill_(-1e4)  # copy only
+        model.copy_generator.respace.weight.zero_()
+        model.copy_generator.respace.bias.fill_(1e4)  # always toggle the space
+    source = torch.tensor([[10, 11, 12]])
+    out = model(input_ids=source, decoder_input_ids=torch.tensor([[1]]), output_copy_info=True)
+    twins = model.copy_generator.respaced_ids[source[0]]
+    assert twins.tolist() == [42, 43, 44]
+    torch.testing.assert_close(out.logits.exp()[0, 0, twins], out.copy_attention[0, 0], atol=1e-6, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------- UTF-8
+
+
+def _byte_level_tokenizer():
+    return train_tokenizer(["我是庫洛洛。 Привет, Мария! שלום 👋🏽"] * 30, vocab_size=300)
+
+
+def test_byte_token_classes_describe_where_characters_start_and_end():
+    tokenizer = _byte_level_tokenizer()
+    classes = byte_token_classes(tokenizer.get_vocab(), len(tokenizer))
+    by_piece = lambda piece: classes[tokenizer.convert_tokens_to_ids(piece)].tolist()  # noqa: E731
+    assert by_piece("A") == [0, 0, 0, 1]  # ASCII: a whole character
+    assert by_piece("å") == [0, 0, 2, 1]  # E5: opens a three-byte character
+    assert by_piece("º") == [1, 1, 0, 1]  # BA: a lone continuation byte
+    assert by_piece("</s>") == [0, 0, 0, 1]
+
+
+def test_generate_never_breaks_a_character():
+    tokenizer = _byte_level_tokenizer()
+    torch.manual_seed(0)
+    model = CopyNatForConditionalGeneration(tiny_config(vocab_size=len(tokenizer), max_position_embeddings=128)).eval()
+    model.set_vocabulary(tokenizer.get_vocab())
+    source = tokenizer(["我是庫洛洛。", "Привет, Мария!"], return_tensors="pt", padding=True)
+    broken = 0
+    for seed in range(6):
+        torch.manual_seed(seed)
+        valid = model.generate(**source, do_sample=True, max_new_tokens=24, eos_token_id=None)
+        assert not any("\ufffd" in text for text in tokenizer.batch_decode(valid, skip_special_tokens=True))
+        torch.manual_seed(seed)
+        free = model.generate(**source, do_sample=True, max_new_tokens=24, eos_token_id=None, valid_utf8=False)
+        broken += sum("\ufffd" in text for text in tokenizer.batch_decode(free, skip_special_tokens=True))
+    assert broken > 0  # an untrained model breaks characters without the constraint: the test can fail
+
+
+# ---------------------------------------------------------------------------------- a small trained echo model
+
+
+@pytest.fixture(scope="module")
+def echo_model(tmp_path_factory):
+    """copynat-train's recipe on the embedded echo task at a smaller size (about half a minute on two cores)."""
+    from copynat.training.cli import parse_train_args
+    from copynat.training.loop import train
+
+    out = tmp_path_factory.mktemp("echo") / "model"
+    argv = ["--output_dir", str(out), "--d_model", "64", "--ffn_dim", "256", "--max_steps", "500",
+            "--eval_steps", "500", "--num_eval_samples", "100", "--max_eval_samples", "200", "--progress_bar",
+            "false", "--report_to", "none", "--plot", "false", "--num_threads", "2"]
+    results = train(*parse_train_args(argv))
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    return (AutoModelForSeq2SeqLM.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out), results)
+
+
+def _unseen(make, training: set[str], seed: int) -> str:
+    rng = random.Random(seed)
+    while True:
+        entity = make(rng)
+        if entity not in training:
+            return entity
+
+
+def test_a_small_trained_model_copies_a_cjk_name_and_a_long_number_it_never_saw(echo_model):
+    from copynat.data import entity_copy_rate, make_echo_examples
+
+    model, tokenizer, _ = echo_model
+    training = {e for row in make_echo_examples(20000, "train") for e in row["entities"]}
+    cjk = [_unseen(lambda rng: "".join(chr(rng.randint(0x4E00, 0x9FFF)) for _ in range(3)), training, s)
+           for s in range(4)]
+    numbers = [_unseen(lambda rng: "00" + "".join(rng.choice("0123456789") for _ in range(10)), training, s)
+               for s in range(4)]
+    sources = [f"我是{name}。" for name in cjk] + [f"Please call me at {number}." for number in numbers]
+    expected = [f"你好!{name}!" for name in cjk] + [f"Sure, I will call {number}." for number in numbers]
+    inputs = tokenizer(sources, return_tensors="pt", padding=True)
+    replies = tokenizer.batch_decode(model.generate(**inputs, max_new_tokens=48), skip_special_tokens=True)
+    copied = [entity_copy_rate([reply], [[entity]], [reference]) == 1.0
+              for reply, entity, reference in zip(replies, cjk + numbers, expected)]
+    assert all(copied), list(zip(replies, expected))
+
+
+def _until_eos(ids: list[int], tokenizer) -> list[int]:
+    return ids[:ids.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in ids else ids
+
+
+def test_repeats_beyond_source_finds_loops_only():
+    assert repeats_beyond_source([5, 6, 6, 6, 6, 7], [5, 6, 7])
+    assert not repeats_beyond_source([5, 6, 6, 6, 6, 7], [6, 6, 6, 6])
+    assert repeats_beyond_source([1, 8, 9, 8, 9, 8, 9, 8, 9], [8, 9, 2])
+    assert not repeats_beyond_source([1, 8, 9, 8, 9, 8, 9, 2], [8, 9, 2])  # three times is allowed
+
+
+def test_no_repetition_loops_on_the_out_of_distribution_split(echo_model):
+    from copynat.data import make_echo_ood_examples
+
+    model, tokenizer, _ = echo_model
+    rows = make_echo_ood_examples(200)
+    loops = []
+    for start in range(0, len(rows), 100):
+        batch = rows[start:start + 100]
+        inputs = tokenizer([row["source"] for row in batch], return_tensors="pt", padding=True)
+        outputs = model.generate(**inputs, max_new_tokens=96)
+        for row, source, output in zip(batch, inputs["input_ids"].tolist(), outputs.tolist()):
+            source, output = _until_eos(source, tokenizer), _until_eos(output[1:], tokenizer)
+            if repeats_beyond_source(output, source):
+                loops.append((row["source"], tokenizer.decode(output, skip_special_tokens=True)))
+    assert not loops, loops[:5]
