@@ -47,8 +47,8 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
 
-from copynat import CopyNatConfig, CopyNatForConditionalGeneration  # noqa: E402
-from copynat.modeling.generation_copynat import _cut_after_eos, packed_linear_kernels  # noqa: E402
+from copynat import CopyNatConfig, CopyNatForConditionalGeneration, packed_cpu_kernels  # noqa: E402
+from copynat.modeling.generation_copynat import _cut_after_eos  # noqa: E402
 
 NAME = "nat_speed"
 SOURCE_LEN, TARGET_LEN = 32, 32
@@ -60,7 +60,9 @@ AIMS = {  # (batch, case): minimum speedup over AT greedy
 }
 AIM_FLOOR_RATIO = 1.5
 CASES = {"at": "AT greedy (KV cache)", "nat1": "NAT one pass", "mp4": "mask-predict, 4 iterations",
-         "mp10": "mask-predict, 10 iterations", "forward": "reference: one teacher-forced AR forward"}
+         "mp10": "mask-predict, 10 iterations", "forward": "reference: one teacher-forced AR forward",
+         "nat1_packed": "NAT one pass, packed CPU kernels (opt-in)",
+         "mp4_packed": "mask-predict 4, packed CPU kernels (opt-in)"}
 
 
 # --- the model -------------------------------------------------------------------------------------------------------
@@ -100,7 +102,14 @@ def decode_calls(model, source: torch.Tensor, mask: torch.Tensor) -> dict:
     def forward():
         return model(input_ids=source, attention_mask=mask, decoder_input_ids=decoder_input_ids, use_cache=False).logits
 
-    return {"at": at, "nat1": nat(1), "mp4": nat(4), "mp10": nat(10), "forward": forward}
+    def packed(iterations):  # copynat.packed_cpu_kernels: the opt-in oneDNN path (the default is plain PyTorch)
+        def call():
+            with packed_cpu_kernels(model):
+                return nat(iterations)()
+        return call
+
+    return {"at": at, "nat1": nat(1), "mp4": nat(4), "mp10": nat(10), "forward": forward,
+            "nat1_packed": packed(1), "mp4_packed": packed(4)}
 
 
 def check_lengths(model, source, mask) -> None:
@@ -115,8 +124,8 @@ def check_lengths(model, source, mask) -> None:
 
 # --- the arithmetic floor ----------------------------------------------------------------------------------------------
 
-# Parallel decoding runs its Linears on oneDNN with packed weights (generation_copynat.packed_linear_kernels), so
-# that op is a matmul too: [..., K] x packed [N, K]^T.
+# Inside copynat.packed_cpu_kernels parallel decoding runs its Linears on oneDNN with packed weights, so that op is a
+# matmul too: [..., K] x packed [N, K]^T.
 PACKED_LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
 MATMULS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
            torch.ops.aten.baddbmm.default} | ({PACKED_LINEAR.default} if PACKED_LINEAR is not None else set())
@@ -340,8 +349,7 @@ def stage_breakdown(model, source, mask, repeats: int) -> dict:
     stages["most_likely_tokens (on a copy of the logits)"] = lambda: model.most_likely_tokens(head, source)
     stages["_cut_after_eos"] = lambda: _cut_after_eos(tokens, target_mask, config)
     stages["whole NAT generate()"] = lambda: model.generate(source, attention_mask=mask, non_autoregressive=True)
-    with packed_linear_kernels(model):  # the Linear kernels non_autoregressive_generate runs on
-        times = common.time_interleaved(stages, repeats=repeats, warmup=1)
+    times = common.time_interleaved(stages, repeats=repeats, warmup=1)  # the default path: plain PyTorch
     return {name: statistics.median(t) for name, t in times.items()}
 
 

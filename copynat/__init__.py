@@ -25,6 +25,8 @@ from .modeling import (
     CopyNatSeq2SeqLMOutput,
 )
 
+from .cpu_kernels import packed_cpu_kernels
+
 __version__ = "0.1.0"
 
 AutoConfig.register("copynat", CopyNatConfig, exist_ok=True)
@@ -58,5 +60,6 @@ __all__ = [
     "CopyNatModel",
     "CopyNatPreTrainedModel",
     "CopyNatSeq2SeqLMOutput",
+    "packed_cpu_kernels",
     "train_tokenizer",
 ]

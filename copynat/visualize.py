@@ -32,6 +32,7 @@ __all__ = [
     "plot_attention",
     "plot_copy_gate",
     "plot_attention_masks",
+    "require_matplotlib",
 ]
 
 BUNDLED_CJK_FONT = Path(__file__).resolve().parent / "fonts" / "CopyNatCJKSans-Regular.ttf"
@@ -62,7 +63,8 @@ _SYSTEM_CJK_KEYWORDS = ("cjk", "wenquanyi", "yahei", "simhei", "simsun", "source
 _FAMILIES_CACHE: list[str] | None = None
 
 
-def _require_matplotlib():
+def require_matplotlib():
+    """The matplotlib module; an ImportError that says how to install it (the `plots` extra) when it is missing."""
     try:
         import matplotlib
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -81,7 +83,7 @@ def cjk_font_families() -> list[str]:
     actually available are listed, so matplotlib never warns about a missing family.
     """
     global _FAMILIES_CACHE
-    _require_matplotlib()
+    require_matplotlib()
     from matplotlib import font_manager
 
     manager = font_manager.fontManager
@@ -108,7 +110,7 @@ def cjk_font_families() -> list[str]:
 def use_cjk_fonts() -> list[str]:
     """Set ``matplotlib.rcParams["font.family"]`` to :func:`cjk_font_families` so your own
     plots render Chinese/Japanese labels too.  Returns the family list."""
-    matplotlib = _require_matplotlib()
+    matplotlib = require_matplotlib()
     families = cjk_font_families()
     matplotlib.rcParams["font.family"] = families
     return families
@@ -116,7 +118,7 @@ def use_cjk_fonts() -> list[str]:
 
 @contextlib.contextmanager
 def _font_context():
-    matplotlib = _require_matplotlib()
+    matplotlib = require_matplotlib()
     with matplotlib.rc_context({"font.family": cjk_font_families()}):
         yield
 
@@ -189,7 +191,7 @@ def plot_attention(
     12x12).  Draws into ``ax`` when given, else into a new figure; saves a PNG to ``path``
     when given.  Returns the figure.
     """
-    _require_matplotlib()
+    require_matplotlib()
     import numpy as np
 
     a = _squeeze_to_2d(_to_numpy(weights).astype(float), "weights")
@@ -249,7 +251,7 @@ def plot_copy_gate(
     tokens as tick labels.  Accepts a numpy array / torch tensor of shape ``[T]``,
     ``[1, T]`` or ``[T, 1]``.  Returns the figure; saves a PNG to ``path`` when given.
     """
-    _require_matplotlib()
+    require_matplotlib()
     import numpy as np
 
     g = _to_numpy(p_gen).astype(float)
@@ -312,7 +314,7 @@ def plot_attention_masks(
     dark, blocked ones light.  ``tokens`` labels both axes of every square mask of that
     size.  Saves a PNG to ``path`` when given; returns the figure.
     """
-    _require_matplotlib()
+    require_matplotlib()
     import numpy as np
     from matplotlib.colors import ListedColormap
 

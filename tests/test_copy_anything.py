@@ -12,7 +12,7 @@ from conftest import VOCAB, tiny_config, train_steps
 from copynat import CopyNatForConditionalGeneration, train_tokenizer
 from copynat.data import repeats_beyond_source
 from copynat.modeling.copy_generator import copy_runs, respaced_token_ids
-from copynat.modeling.modeling_copynat import CopyNatCache
+from copynat.modeling.copy_generator import CopyNatCache
 from copynat.modeling.utf8_validity import byte_token_classes
 
 ALL_ON = dict(copy_continuation_window=8, copy_respace=True, copy_previous_token_keys=True, copy_coverage=True)

@@ -28,7 +28,8 @@ REPO = "org/copynat-tiny"
 EXPECTED_FILES = {
     ".gitattributes", "README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
     "tokenizer_config.json", "configuration_copynat.py", "modeling_copynat.py", "generation_copynat.py",
-    "copy_generator.py", "utf8_validity.py",
+    "copy_generator.py", "utf8_validity.py", "output_head.py", "parallel_decoder.py", "monotonic_alignment.py",
+    "encoder_heads.py",
     "results.json", "metrics.jsonl", "training_args.json", "test_predictions.greedy.txt",
 }
 #: Decodings compared between the local model and the models loaded from the Hub (AT and NAT).
@@ -282,7 +283,8 @@ def test_copynat_push_cli(hub_server, folder, tmp_path, capsys, monkeypatch):
         shutil.copy(folder / name, broken)
     # config.json's auto_map needs the modeling code, and modeling_copynat.py its sibling modules
     with pytest.raises(MissingFilesError, match=r"missing configuration_copynat\.py, copy_generator\.py, "
-                                                r"generation_copynat\.py, utf8_validity\.py \("):
+                                                r"encoder_heads\.py, generation_copynat\.py, "
+                                                r"monotonic_alignment\.py, output_head\.py, parallel_decoder\.py \("):
         check_folder(broken)
     assert not hub_server.repos
 

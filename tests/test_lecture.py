@@ -6,7 +6,7 @@ from conftest import VOCAB, copy_task_batch, tiny_config, train_steps
 from transformers.cache_utils import EncoderDecoderCache
 
 from copynat import CopyNatForConditionalGeneration
-from copynat.modeling.modeling_copynat import MonotonicAttention
+from copynat.modeling.monotonic_alignment import MonotonicAttention
 
 
 def test_guided_attention_loss_is_present_and_decreases():

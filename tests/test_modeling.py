@@ -244,30 +244,47 @@ try:
     raise SystemExit("copynat must not be importable here")
 except ModuleNotFoundError:
     pass
-from transformers import AutoModelForSeq2SeqLM
-folder, input_ids = sys.argv[1], torch.tensor(json.loads(sys.argv[2]))
+from transformers import (AutoModelForSeq2SeqLM, AutoModelForSequenceClassification,
+                          AutoModelForTokenClassification)
+folder, classifier_folder, input_ids = sys.argv[1], sys.argv[2], torch.tensor(json.loads(sys.argv[3]))
 model = AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True).eval()
 assert model.__class__.__module__.startswith("transformers_modules"), model.__class__.__module__
+heads = {}
+for name, auto in (("sequence", AutoModelForSequenceClassification), ("token", AutoModelForTokenClassification)):
+    head = auto.from_pretrained(classifier_folder, trust_remote_code=True).eval()  # saved from the classifier
+    assert head.__class__.__module__.startswith("transformers_modules"), head.__class__.__module__
+    heads[name] = head(input_ids=input_ids).logits.tolist()
+    auto.from_pretrained(folder, trust_remote_code=True)  # the seq2seq folder holds every head's code too
 print(json.dumps({
     "greedy": model.generate(input_ids, max_new_tokens=6).tolist(),
     "beam": model.generate(input_ids, max_new_tokens=6, num_beams=3).tolist(),
     "nat": model.generate(input_ids, non_autoregressive=True, nat_iterations=2, max_new_tokens=6).tolist(),
+    **heads,
 }))
 """
 
 
 def test_remote_code_loads_where_copynat_is_not_installed(tmp_path):
+    """A folder from save_pretrained holds every modeling file: AT and NAT decoding and both encoder heads load and
+    run as remote code in a Python where copynat cannot be imported, with the same outputs."""
+    from copynat import CopyNatForSequenceClassification
+
     model = CopyNatForConditionalGeneration(tiny_config(decoder_mode="hybrid")).eval()
-    model.save_pretrained(tmp_path)
+    model.save_pretrained(tmp_path / "seq2seq")
+    classifier = CopyNatForSequenceClassification(tiny_config(num_labels=3)).eval()
+    classifier.save_pretrained(tmp_path / "classifier")
     input_ids = torch.randint(5, VOCAB, (2, 6))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
-    result = subprocess.run([sys.executable, "-c", REMOTE_CODE_SCRIPT, str(tmp_path), json.dumps(input_ids.tolist())],
+    result = subprocess.run([sys.executable, "-c", REMOTE_CODE_SCRIPT, str(tmp_path / "seq2seq"),
+                             str(tmp_path / "classifier"), json.dumps(input_ids.tolist())],
                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     remote = json.loads(result.stdout.strip().splitlines()[-1])
     assert remote["greedy"] == model.generate(input_ids, max_new_tokens=6).tolist()
     assert remote["beam"] == model.generate(input_ids, max_new_tokens=6, num_beams=3).tolist()
     assert remote["nat"] == model.generate(input_ids, non_autoregressive=True, nat_iterations=2, max_new_tokens=6).tolist()
+    torch.testing.assert_close(torch.tensor(remote["sequence"]), classifier(input_ids=input_ids).logits)
+    assert torch.tensor(remote["token"]).shape == (2, 6, 3)  # a label per position, from the same checkpoint
 
 
 def test_gradient_checkpointing_gives_same_gradients():

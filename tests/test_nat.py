@@ -297,7 +297,7 @@ def test_most_likely_tokens_match_the_full_mixture_without_building_it():
 
 def test_blockwise_max_equals_torch_max_including_ties_and_ragged_widths():
     """The winners' search (block maxima, then one block) gives torch.max's values and first-index ties at any width."""
-    from copynat.modeling.modeling_copynat import max_over_last_dim
+    from copynat.modeling.generation_copynat import max_over_last_dim
 
     generator = torch.Generator().manual_seed(0)
     for width in (7, 256, 1000, 8000, 8003):
@@ -312,34 +312,29 @@ def test_blockwise_max_equals_torch_max_including_ties_and_ragged_widths():
 
 
 def test_packed_cpu_kernels_decode_like_the_plain_linears_and_follow_weight_updates(trained_hybrid_model, monkeypatch):
-    """Parallel decoding runs the widening Linears on packed oneDNN weights (CPU): same tokens and scores as the plain
-    modules, re-packed after a weight changes in place, and the modules are left as they were."""
-    from copynat.modeling import generation_copynat
+    """Inside `copynat.packed_cpu_kernels(model)` parallel decoding runs the widening Linears on packed oneDNN weights
+    (CPU): same tokens and scores as the plain modules, re-packed after a weight changes in place, and the modules
+    are left as they were."""
+    from copynat import cpu_kernels, packed_cpu_kernels
 
     model = trained_hybrid_model
     source, _ = copy_task_batch(8, 6, torch.Generator().manual_seed(9))
-    if not generation_copynat._packing_supported(model):  # CUDA/bf16 models and torch builds without oneDNN
+    if not cpu_kernels.packing_supported(model):  # CUDA/bf16 models and torch builds without oneDNN
         pytest.skip("packed oneDNN linears need an fp32 CPU model and a torch build with oneDNN (mkldnn)")
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    with generation_copynat.packed_linear_kernels(model):  # by default only widening products are packed
+    with packed_cpu_kernels(model):  # by default only widening products are packed
         packed_now = {m for m in linears if "forward" in vars(m)}
     assert packed_now == {m for m in linears if m.out_features >= 3 * m.in_features}
     assert model.model.decoder.layers[0].self_attn.qkv_proj in packed_now and model.lm_head not in packed_now
-    monkeypatch.setattr(generation_copynat, "PACK_MIN_WIDENING", 0)  # the rest of the test: every Linear packed
+    monkeypatch.setattr(cpu_kernels, "PACK_MIN_WIDENING", 0)  # the rest of the test: every Linear packed
 
     def decode():
         return model.generate(source, non_autoregressive=True, nat_iterations=2, return_dict_in_generate=True)
 
-    def decode_plain():
-        supported = generation_copynat._packing_supported
-        generation_copynat._packing_supported = lambda model: False
-        try:
-            return decode()
-        finally:
-            generation_copynat._packing_supported = supported
-
-    packed, plain = decode(), decode_plain()
-    assert all(m in generation_copynat._PACKED for m in linears)  # the packed path did run
+    with packed_cpu_kernels(model):
+        packed = decode()
+    plain = decode()  # the default path: plain PyTorch
+    assert all(m in cpu_kernels._PACKED for m in linears)  # the packed path did run
     assert torch.equal(packed.sequences, plain.sequences)
     torch.testing.assert_close(packed.sequences_scores, plain.sequences_scores, atol=1e-4, rtol=1e-4)
     assert not any("forward" in vars(m) for m in model.modules())  # the modules' own forward is back
@@ -347,16 +342,18 @@ def test_packed_cpu_kernels_decode_like_the_plain_linears_and_follow_weight_upda
     try:
         with torch.no_grad():
             model.lm_head.weight.mul_(-1.0)  # tied to the embeddings: every pass changes
-        packed_before = generation_copynat._PACKED[model.lm_head].weight
-        flipped, flipped_plain = decode(), decode_plain()
-        assert generation_copynat._PACKED[model.lm_head].weight is not packed_before  # re-packed after the update
+        packed_before = cpu_kernels._PACKED[model.lm_head].weight
+        with packed_cpu_kernels(model):
+            flipped = decode()
+        flipped_plain = decode()
+        assert cpu_kernels._PACKED[model.lm_head].weight is not packed_before  # re-packed after the update
         assert torch.equal(flipped.sequences, flipped_plain.sequences)
         assert not torch.equal(flipped.sequences, packed.sequences)
     finally:
         with torch.no_grad():
             model.lm_head.weight.copy_(saved)
 
-    # A module swapped in after the first decode (resizing, adapters) runs packed too: the Linear list is refreshed.
+    # A module swapped in after the first block (resizing, adapters) runs packed too: the Linears are listed afresh.
     old_classifier = model.length_predictor.classifier
     new_classifier = torch.nn.Linear(old_classifier.in_features, old_classifier.out_features)
     new_classifier.load_state_dict(old_classifier.state_dict())
@@ -364,6 +361,48 @@ def test_packed_cpu_kernels_decode_like_the_plain_linears_and_follow_weight_upda
     new_classifier.register_forward_pre_hook(lambda module, args: seen.append("forward" in vars(module)))
     model.length_predictor.classifier = new_classifier
     try:
-        assert torch.equal(decode().sequences, packed.sequences) and seen == [True]
+        with packed_cpu_kernels(model):
+            assert torch.equal(decode().sequences, packed.sequences) and seen == [True]
     finally:
         model.length_predictor.classifier = old_classifier
+
+
+def test_copynat_registers_no_hook_and_patches_no_module(tmp_path):
+    """`import copynat`, then building, training and decoding a model (AR, beams, NAT, remote code saved and loaded)
+    leaves torch's global hooks empty and writes no attribute on any module instance: the default path is plain
+    PyTorch. Run in a fresh Python, so that no other test's imports count."""
+    import subprocess
+    import sys
+
+    script = r"""
+import torch, torch.nn.modules.module as torch_module
+hooks = {name: dict(getattr(torch_module, name)) for name in dir(torch_module) if name.startswith("_global_")
+         and isinstance(getattr(torch_module, name), dict)}
+bystander = torch.nn.Linear(4, 4)
+import copynat
+from copynat import CopyNatConfig, CopyNatForConditionalGeneration
+config = CopyNatConfig(vocab_size=64, d_model=32, encoder_layers=1, decoder_layers=1, encoder_ffn_dim=64,
+                       decoder_ffn_dim=64, decoder_mode="hybrid", max_position_embeddings=64, length_classes=32)
+model = CopyNatForConditionalGeneration(config)
+before = {id(m): dict(vars(m)).keys() for m in model.modules()}
+source = torch.randint(5, 64, (2, 6))
+model(input_ids=source, labels=source).loss.backward()
+model.eval()
+model.generate(source, max_new_tokens=4)
+model.generate(source, max_new_tokens=4, num_beams=2)
+patched = []  # is a Linear's forward swapped while it runs? (the packed CPU kernels did that by default)
+qkv = model.model.decoder.layers[0].self_attn.qkv_proj
+handle = qkv.register_forward_pre_hook(lambda module, args: patched.append("forward" in vars(module)))
+model.generate(source, non_autoregressive=True, nat_iterations=2)
+handle.remove()
+assert patched and not any(patched), patched
+model.save_pretrained(__import__("sys").argv[1])
+after = {name: dict(getattr(torch_module, name)) for name in hooks}
+assert after == hooks, [name for name in hooks if after[name] != hooks[name]]
+assert "forward" not in vars(bystander) and not any("forward" in vars(m) for m in model.modules())
+assert all(vars(m).keys() == before[id(m)] for m in model.modules()), "an attribute was written on a module"
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]

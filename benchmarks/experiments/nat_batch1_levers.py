@@ -7,7 +7,7 @@ says otherwise):
    arithmetic is ~0 and what is left is the cost of issuing ~300 ops and 38 Linears; at 1 and at 2 threads;
 2. the fixed cost of one packed oneDNN Linear against MKL's sgemm (F.linear) on a [32, 16] x [16, 16] product;
 3. packed oneDNN against sgemm per Linear shape, and the whole NAT call with every Linear packed against the
-   default rule (only widening products packed, generation_copynat.PACK_MIN_WIDENING), interleaved;
+   default rule (only widening products packed, copynat.cpu_kernels.PACK_MIN_WIDENING), interleaved;
 4. torch.compile of the whole parallel-decoding body (inductor, freezing), and of each encoder/decoder layer and
    the vocabulary projection (then without the packed-kernel swap, which dynamo cannot trace), against eager; the
    layer-compiled AT greedy is timed too, since a compiled NAT is only fair against a compiled AT.
@@ -19,6 +19,7 @@ Medians of back-to-back calls except in 3 (interleaved), so compare rows of one 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
 import sys
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _common as common  # noqa: E402
 import nat_speed  # noqa: E402
 
-from copynat import CopyNatConfig, CopyNatForConditionalGeneration  # noqa: E402
+from copynat import CopyNatConfig, CopyNatForConditionalGeneration, cpu_kernels, packed_cpu_kernels  # noqa: E402
 from copynat.modeling import generation_copynat  # noqa: E402
 
 
@@ -49,9 +50,14 @@ def median_ms(fn, inner: int = 20, rounds: int = 9) -> float:
     return statistics.median(samples) * 1e3
 
 
-def calls(model, source):
+def calls(model, source, packed: bool = True):
+    """(NAT one pass, AT greedy); NAT inside copynat.packed_cpu_kernels unless `packed=False`."""
     mask = torch.ones_like(source)
-    nat = lambda: model.generate(source, attention_mask=mask, non_autoregressive=True)  # noqa: E731
+
+    def nat():
+        with packed_cpu_kernels(model) if packed else contextlib.nullcontext():
+            return model.generate(source, attention_mask=mask, non_autoregressive=True)
+
     at = lambda: model.generate(source, attention_mask=mask, min_new_tokens=32, max_new_tokens=32)  # noqa: E731
     return nat, at
 
@@ -101,13 +107,13 @@ def packed_or_sgemm() -> None:
     model = nat_speed.build_model(True)
     for batch in (1, 32):
         nat, _ = calls(model, common.random_ids(batch, 32, seed=1))
-        times: dict = {0: [], generation_copynat.PACK_MIN_WIDENING: []}
-        default = generation_copynat.PACK_MIN_WIDENING
+        times: dict = {0: [], cpu_kernels.PACK_MIN_WIDENING: []}
+        default = cpu_kernels.PACK_MIN_WIDENING
         for round_ in range(12):
             for widening in (0, default) if round_ % 2 else (default, 0):
-                generation_copynat.PACK_MIN_WIDENING = widening
+                cpu_kernels.PACK_MIN_WIDENING = widening
                 times[widening].append(median_ms(nat, inner=10 if batch == 1 else 1, rounds=1))
-        generation_copynat.PACK_MIN_WIDENING = default
+        cpu_kernels.PACK_MIN_WIDENING = default
         every, wide = statistics.median(times[0]), statistics.median(times[default])
         print(f"| batch {batch}: every Linear packed / widening ones only | NAT one pass | "
               f"{every:.2f} / {wide:.2f} ms = {every / wide:.2f}x |")
@@ -135,7 +141,7 @@ def compiled() -> None:
         ms = median_ms(lambda: whole(source, torch.ones_like(source)))
     print(f"| whole body compiled ({took:.0f} s to compile, same tokens: {same}) | NAT one pass | {ms:.2f} ms |")
 
-    generation_copynat._packing_supported = lambda model: False  # dynamo cannot trace the swapped-in forward
+    nat, at = calls(model, source, packed=False)  # dynamo cannot trace the swapped-in forward
     print(f"| full model, eager, plain nn.Linear | NAT one pass | {median_ms(nat):.2f} ms |")
     print(f"| full model, eager, plain nn.Linear | AT greedy | {median_ms(at, inner=2, rounds=5):.1f} ms |")
     for module in [*model.model.encoder.layers, *model.model.decoder.layers, model.lm_head]:

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import copynat  # noqa: F401  (registers the Auto classes)
-from copynat.modeling.modeling_copynat import max_over_last_dim
+from copynat.modeling.generation_copynat import max_over_last_dim
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "multi30k"
 

@@ -1,6 +1,10 @@
 """CopyNat configuration: every knob of the lecture's Transformer, validated on construction."""
 
+import shutil
+from pathlib import Path
+
 from transformers.configuration_utils import PreTrainedConfig
+from transformers.dynamic_module_utils import get_relative_import_files
 
 POSITION_EMBEDDING_TYPES = ("sinusoidal", "learned", "rotary")
 DECODER_MODES = ("ar", "nat", "hybrid")
@@ -11,9 +15,25 @@ DEFAULT_AUTO_MAP = {
     "AutoConfig": "configuration_copynat.CopyNatConfig",
     "AutoModel": "modeling_copynat.CopyNatModel",
     "AutoModelForSeq2SeqLM": "modeling_copynat.CopyNatForConditionalGeneration",
-    "AutoModelForSequenceClassification": "modeling_copynat.CopyNatForSequenceClassification",
-    "AutoModelForTokenClassification": "modeling_copynat.CopyNatForTokenClassification",
+    "AutoModelForSequenceClassification": "encoder_heads.CopyNatForSequenceClassification",
+    "AutoModelForTokenClassification": "encoder_heads.CopyNatForTokenClassification",
 }
+
+
+def write_remote_code(folder: str | Path, auto_map: dict) -> None:
+    """Copy into `folder` every modeling file `auto_map` names and every sibling file those import: save_pretrained
+    copies only the saved class's file and its imports, and the config lists every head, so without this a folder
+    saved from the seq2seq model would not load as, say, a sequence classifier."""
+    here = Path(__file__).parent
+    files = set()
+    for reference in auto_map.values():
+        for name in reference if isinstance(reference, (list, tuple)) else [reference]:
+            path = here / f"{name.split('--')[-1].rsplit('.', 1)[0]}.py"
+            if path.is_file():
+                files |= {path, *map(Path, get_relative_import_files(str(path)))}
+    for path in files:
+        if not (Path(folder) / path.name).is_file():
+            shutil.copy(path, Path(folder) / path.name)
 
 
 class CopyNatConfig(PreTrainedConfig):
@@ -205,4 +225,4 @@ class CopyNatConfig(PreTrainedConfig):
         return self.decoder_mode in ("nat", "hybrid")
 
 
-__all__ = ["CopyNatConfig"]
+__all__ = ["CopyNatConfig", "write_remote_code"]

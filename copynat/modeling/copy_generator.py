@@ -18,7 +18,10 @@ These additions make it copy anything a user types, not just names built like it
   it ("Kuroro" at the start of a line or after Chinese text -> "K", "ur", "oro"). Each source position offers its
   token both ways (a learned gate shares the attention out), so a name copies across those contexts.
 
-This file is part of the Hub remote code: it imports only torch.
+Decoding step by step, the head reads what it did at the earlier steps; `CopyNatCache` keeps that between
+generate() steps, beside the keys and values.
+
+This file is part of the Hub remote code: it imports only torch and transformers.
 """
 
 from typing import NamedTuple
@@ -26,8 +29,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-__all__ = ["CopyGenerator", "CopyOutput", "copy_runs", "respaced_token_ids"]
+__all__ = ["CopyGenerator", "CopyNatCache", "CopyOutput", "copy_runs", "respaced_token_ids"]
 
 #: Word-start markers of subword vocabularies: byte-level BPE's "Ġ" (a space byte) and SentencePiece's "▁".
 WORD_START_MARKERS = ("Ġ", "▁")
@@ -265,3 +269,48 @@ class CopyGenerator(nn.Module):
         from_slot = slot_best > top
         tokens = torch.where(from_slot, slot_ids.gather(1, slot), top_token)
         return torch.where(from_slot, slot_best, top).clamp_min(1e-10).log(), tokens
+
+
+class CopyNatCache(EncoderDecoderCache):
+    """The KV cache of copynat's generate(), which also keeps what the copy head reads of earlier steps: the decoder
+    inputs so far (copy continuation) and each step's copy attention (location reads the last, coverage sums them).
+    Beam search reorders, and assisted decoding crops, all of it together."""
+
+    STEP_STATE = ("decoder_ids", "copy_attention")
+
+    def __init__(self, config):
+        super().__init__(DynamicCache(config=config), DynamicCache(config=config))
+        self.decoder_ids: torch.Tensor | None = None  # [batch, steps]
+        self.copy_attention: torch.Tensor | None = None  # [batch, steps, src]
+
+    def coverage(self) -> torch.Tensor | None:
+        """[batch, src]: the copy attention summed over the steps so far."""
+        return None if self.copy_attention is None else self.copy_attention.sum(1)
+
+    def append(self, name: str, steps: torch.Tensor) -> torch.Tensor:
+        """Add this call's steps to `decoder_ids` or `copy_attention`; returns all steps so far."""
+        previous = getattr(self, name)
+        setattr(self, name, steps if previous is None else torch.cat((previous, steps), 1))
+        return getattr(self, name)
+
+    def _map_step_state(self, function) -> None:
+        for name in self.STEP_STATE:
+            if getattr(self, name) is not None:
+                setattr(self, name, function(getattr(self, name)))
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        super().reorder_cache(beam_idx)
+        self._map_step_state(lambda state: state.index_select(0, beam_idx.to(state.device)))
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        super().batch_repeat_interleave(repeats)
+        self._map_step_state(lambda state: state.repeat_interleave(repeats, 0))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        super().batch_select_indices(indices)
+        self._map_step_state(lambda state: state[indices])
+
+    def crop(self, length: int) -> None:
+        """Drop the last -`length` steps (transformers 5.25 accepts only that form) or keep the first `length`."""
+        super().crop(length)
+        self._map_step_state(lambda state: state[:, :length])

@@ -1,4 +1,10 @@
-"""Non-autoregressive decoding for CopyNat: predict the length, then emit every token at once.
+"""Decoding for CopyNat: what it adds around transformers' generate(), and non-autoregressive decoding.
+
+Autoregressive: `autoregressive_generate` gives transformers' generate() the KV cache the copy head needs
+(`CopyNatCache`, or `MonotonicAttention` for monotonic decoding), the UTF-8 constraint, and the copy information of
+the generated tokens.
+
+Non-autoregressive: predict the length, then emit every token at once.
 
 One pass (vanilla NAT, Gu et al. 2018) or mask-predict refinement (Ghazvininejad et al. 2019): after each pass the
 least confident tokens are hidden behind `<mask>` again and re-predicted, n = L * (N - t) / N of them at pass t.
@@ -6,13 +12,19 @@ A length beam decodes the K most likely lengths side by side and keeps the best 
 log-probability or, for hybrid models, by the autoregressive decoder's score (noisy parallel decoding).
 """
 
-import contextlib
-import weakref
-
 import torch
-from torch import nn
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.generation import LogitsProcessorList
 from transformers.generation.utils import GenerateBeamEncoderDecoderOutput
+from transformers.modeling_outputs import Seq2SeqLMOutput
+
+from .copy_generator import CopyNatCache
+from .monotonic_alignment import MonotonicAttention
+from .utf8_validity import Utf8ValidityLogitsProcessor
+
+# transformers 5.24 renamed the KV cache `past_key_values` -> `cache`, as generate()'s argument to forward() and as the
+# output field (the old name is a deprecated alias). Forward takes both; outputs and generate() use this one.
+CACHE_NAME = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
 
 NAT_ARGUMENTS = ("nat_iterations", "length_beam", "rescore_with_ar")
 # What Seq2SeqTrainer and pipelines pass to generate(); harmless for parallel decoding.
@@ -38,90 +50,80 @@ def pop_nat_arguments(kwargs: dict, generation_config) -> dict | None:
     return arguments
 
 
-# --- CPU kernels for the parallel passes ---------------------------------------------------------------------------
-# A NAT pass multiplies [batch x length, d] activations by every weight matrix once. On CPU, oneDNN's matmul with the
-# weight packed once in its blocked layout was ~1.2x faster on the whole pass than the default sgemm, which re-packs
-# the weight on every call (measured in benchmarks/nat_speed.py). AR steps (one row each) gain nothing, so only parallel
-# decoding uses it. Entering the block must cost little next to a batch-1 pass (~10 ms): the Linears of a model are
-# listed once (again only after a module was added anywhere), and each keeps one packed-forward object.
-# oneDNN's call costs ~30 us more than sgemm's, which only widening products repay (the fused QKV, the FFN's first
-# layer, the vocabulary projection); square and narrowing ones (attention outputs, cross-attention K/V, the FFN's
-# second layer, the gates) stay on sgemm, which for them is faster or within noise, at 32 and at 1024 rows
-# (interleaved per-shape A/B in benchmarks/experiments/nat_batch1_levers.py).
-PACK_MIN_WIDENING = 3  # pack a Linear when out_features >= this * in_features
+def max_over_last_dim(x: torch.Tensor, block: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, indices) of the maximum over the last dimension, first index on ties: torch.max(x, -1).
+
+    On CPU torch's max/argmax with indices runs a scalar loop (~1 ns an element, 0.24 ms on [32, 8000]); finding the
+    winning block of `block` columns with the vectorized amax and searching only that block is 3x faster."""
+    if x.device.type != "cpu" or x.shape[-1] < 4 * block:
+        return torch.max(x, dim=-1)
+    flat = x.reshape(-1, x.shape[-1])
+    whole = flat.shape[-1] - flat.shape[-1] % block
+    block_max = flat[:, :whole].unflatten(-1, (whole // block, block)).amax(-1)
+    if whole < flat.shape[-1]:
+        block_max = torch.cat((block_max, flat[:, whole:].amax(-1, keepdim=True)), dim=-1)
+    start = block_max.argmax(-1) * block  # the first block holding the row's maximum
+    columns = (start[:, None] + torch.arange(block, device=x.device)).clamp_max(flat.shape[-1] - 1)
+    values, offset = flat.gather(1, columns).max(-1)
+    return values.view(x.shape[:-1]), (start + offset).view(x.shape[:-1])
 
 
-class _PackedLinearForward:
-    """`linear.forward` on a oneDNN-packed copy of its weight, re-packed when the weight or bias changes (their
-    storage or in-place version counter)."""
-
-    __slots__ = ("linear", "key", "weight", "bias")
-
-    def __init__(self, linear: nn.Linear):
-        self.linear = weakref.ref(linear)  # no cycle through linear.__dict__["forward"] back to the module
-        self.key = None
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        linear = self.linear()
-        weight, bias = linear.weight, linear.bias
-        key = (weight.data_ptr(), weight._version, None if bias is None else (bias.data_ptr(), bias._version))
-        if key != self.key:
-            self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1024)
-            self.bias = None if bias is None else bias.detach()
-            self.key = key
-        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+# --- autoregressive decoding: what copynat adds around transformers' generate() ------------------------------------
 
 
-_PACKED: "weakref.WeakKeyDictionary[nn.Linear, _PackedLinearForward]" = weakref.WeakKeyDictionary()
-_LINEARS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, int], list[nn.Linear]]]" = weakref.WeakKeyDictionary()
-_module_tree_version = 0
-
-
-def _module_added(module, name, submodule):
-    global _module_tree_version
-    _module_tree_version += 1
-
-
-torch.nn.modules.module.register_module_module_registration_hook(_module_added)
-
-
-def _packing_supported(model) -> bool:
-    mkldnn = getattr(torch.ops, "mkldnn", None)
-    return (model.device.type == "cpu" and model.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-            and torch.backends.mkldnn.is_available()
-            and hasattr(mkldnn, "_reorder_linear_weight") and hasattr(mkldnn, "_linear_pointwise"))
-
-
-def _linears_of(model) -> list[nn.Linear]:
-    cached = _LINEARS.get(model)
-    version = (_module_tree_version, PACK_MIN_WIDENING)
-    if cached is None or cached[0] != version:
-        widening = [module for module in model.modules()
-                    if isinstance(module, nn.Linear) and module.out_features >= PACK_MIN_WIDENING * module.in_features]
-        cached = (version, widening)
-        _LINEARS[model] = cached
-    return cached[1]
-
-
-@contextlib.contextmanager
-def packed_linear_kernels(model):
-    """Within the block, every widening nn.Linear of `model` runs on oneDNN with a packed weight (CPU, fp32; else
-    no-op)."""
-    if not _packing_supported(model):
-        yield
-        return
-    # Re-entrant: an inner block (rescoring, a benchmark's stage timing) leaves the outer block's kernels in place.
-    linears = [linear for linear in _linears_of(model) if "forward" not in linear.__dict__]
-    try:
-        for linear in linears:
-            forward = _PACKED.get(linear)
-            if forward is None:
-                forward = _PACKED[linear] = _PackedLinearForward(linear)
-            linear.__dict__["forward"] = forward  # what nn.Module.__setattr__ does for a plain attribute, 10x faster
-        yield
-    finally:
-        for linear in linears:
-            linear.__dict__.pop("forward", None)
+def autoregressive_generate(model, parent_generate, inputs, generation_config, monotonic_window=None,
+                            valid_utf8: bool = True, output_copy_info: bool = False, **kwargs):
+    """transformers' generate() (`parent_generate`) with copynat's KV cache, constraints and copy info (see
+    CopyNatForConditionalGeneration.generate)."""
+    copier = model.copy_generator
+    reads_history = copier is not None and copier.reads_earlier_steps
+    use_cache = kwargs.get("use_cache", (generation_config or model.generation_config).use_cache)
+    use_cache = use_cache is None or use_cache  # None: transformers' default, a cache
+    if monotonic_window is not None:
+        if isinstance(monotonic_window, bool) or not isinstance(monotonic_window, int) or monotonic_window < 0:
+            raise ValueError(f"monotonic_window must be an int >= 0 (source positions the attention may step "
+                             f"back), got {monotonic_window!r}")
+        if not use_cache or any(kwargs.get(name) is not None for name in ("past_key_values", "cache")):
+            raise ValueError("monotonic_window keeps its state in the KV cache it creates: drop use_cache=False "
+                             "and past_key_values / cache")
+        kwargs[CACHE_NAME] = MonotonicAttention(monotonic_window, model.config)
+    elif reads_history and use_cache:
+        given = kwargs.get("past_key_values", kwargs.get("cache"))
+        if given is not None and not isinstance(given, CopyNatCache):
+            raise ValueError(f"this model's copy head reads the earlier decoding steps, which it keeps in a "
+                             f"CopyNatCache; got a {type(given).__name__}: pass CopyNatCache(model.config) or "
+                             "no cache")
+        if given is None:
+            kwargs[CACHE_NAME] = CopyNatCache(model.config)
+    mask = kwargs.get("attention_mask")
+    if mask is not None and mask.dim() == 3 and kwargs.get("encoder_outputs") is None:
+        # generate() takes only 2-D masks: encode with the graph mask here, and hand on the padding mask.
+        source_ids = inputs if inputs is not None else kwargs["input_ids"]
+        kwargs["encoder_outputs"] = model.model.encoder(input_ids=source_ids, attention_mask=mask)
+        kwargs["attention_mask"] = (source_ids != model.config.pad_token_id).long()
+    if valid_utf8 and bool(model.byte_token_classes[:, 2].any()):
+        processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
+        settings = generation_config or model.generation_config
+        processors.append(Utf8ValidityLogitsProcessor(
+            model.byte_token_classes, max_new_tokens=kwargs.get("max_new_tokens", settings.max_new_tokens),
+            max_length=kwargs.get("max_length", settings.max_length)))
+        kwargs["logits_processor"] = processors
+    if not output_copy_info:
+        return parent_generate(inputs, generation_config=generation_config, **kwargs)
+    if model.copy_generator is None:
+        raise ValueError("output_copy_info=True needs a model built with use_copy_mechanism=True")
+    kwargs["return_dict_in_generate"] = True
+    generated = parent_generate(inputs, generation_config=generation_config, **kwargs)
+    input_ids = inputs if inputs is not None else kwargs.get("input_ids")
+    repeats = generated.sequences.shape[0] // input_ids.shape[0]
+    attention_mask = kwargs.get("attention_mask")
+    scored = model(
+        input_ids=input_ids.repeat_interleave(repeats, 0),
+        attention_mask=attention_mask.repeat_interleave(repeats, 0) if attention_mask is not None else None,
+        decoder_input_ids=generated.sequences[:, :-1], use_cache=False, output_copy_info=True,
+    )
+    generated["p_gen"], generated["copy_attention"] = scored.p_gen, scored.copy_attention
+    return generated
 
 
 @torch.no_grad()
@@ -165,9 +167,8 @@ def non_autoregressive_generate(
         raise ValueError("rescore_with_ar=True scores candidates with the autoregressive decoder, which only a "
                          f"decoder_mode='hybrid' model has trained (this one is {config.decoder_mode!r})")
 
-    with packed_linear_kernels(model):
-        return _decode_in_parallel(model, input_ids, attention_mask, nat_iterations, length_beam, rescore_with_ar,
-                                   max_new_tokens, return_dict_in_generate)
+    return _decode_in_parallel(model, input_ids, attention_mask, nat_iterations, length_beam, rescore_with_ar,
+                               max_new_tokens, return_dict_in_generate)
 
 
 def _decode_in_parallel(model, input_ids, attention_mask, nat_iterations, length_beam, rescore_with_ar,

@@ -1,15 +1,15 @@
 """PyTorch CopyNat: the lecture's Transformer encoder-decoder, with a copy mechanism and a non-autoregressive decoder.
 
 Read top to bottom: positions -> multi-head attention -> feed-forward -> encoder and decoder layers -> the two stacks
--> the copy head and the length predictor -> the Hugging Face model classes. One decoder serves autoregressive (AT)
-and non-autoregressive (NAT) decoding (a causal-mask switch), and one output head serves both.
-
-This folder is also Hub remote code: it imports only torch, transformers and its sibling files.
+-> the Hugging Face model classes. One decoder serves autoregressive (AT) and non-autoregressive (NAT) decoding (a
+causal-mask switch), and one output head serves both. The heads live beside this file: the output head and its
+copy mechanism (output_head.py, copy_generator.py), the length predictor and the parallel pass (parallel_decoder.py),
+monotonic alignment (monotonic_alignment.py), the encoder-only task heads (encoder_heads.py); generate()'s additions
+are in generation_copynat.py. This folder is Hub remote code: it imports only torch, transformers and its siblings.
 """
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -17,31 +17,24 @@ from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
-from transformers.generation import GenerationMixin, LogitsProcessorList
+from transformers.generation import GenerationMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutput,
     BaseModelOutputWithPastAndCrossAttentions,
     Seq2SeqLMOutput,
     Seq2SeqModelOutput,
-    SequenceClassifierOutput,
-    TokenClassifierOutput,
 )
 from transformers.modeling_utils import PreTrainedModel
 
-from .configuration_copynat import CopyNatConfig
-from .copy_generator import CopyGenerator, CopyOutput, copy_runs
-from .utf8_validity import Utf8ValidityLogitsProcessor, byte_token_classes
-from .generation_copynat import non_autoregressive_generate, pop_nat_arguments
+from .configuration_copynat import CopyNatConfig, write_remote_code
+from .copy_generator import CopyGenerator
+from .generation_copynat import CACHE_NAME, autoregressive_generate, non_autoregressive_generate, pop_nat_arguments
+from .monotonic_alignment import MonotonicAttention, guided_attention_loss
+from .output_head import OutputHead, whole_characters
+from .parallel_decoder import LengthPredictor, ParallelDecoder
 
-# transformers 5.24 renamed the KV cache `past_key_values` -> `cache`, as generate()'s argument to forward() and as the
-# output field (the old name is a deprecated alias). Forward takes both; outputs and generate() use this one.
-CACHE_NAME = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Outputs
-# ---------------------------------------------------------------------------------------------------------------------
+# --- Outputs ---------------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -54,13 +47,10 @@ class CopyNatEncoderOutput(BaseModelOutput):
 
 @dataclass
 class CopyNatSeq2SeqLMOutput(Seq2SeqLMOutput):
-    """Seq2SeqLMOutput plus what the copy head and the NAT decoder add.
-
-    `logits` are log-probabilities of the copy mixture when `use_copy_mechanism` is on, plain logits otherwise.
-    p_gen (`[batch, tgt]`) and copy_attention (`[batch, tgt, src]`) are filled when `output_copy_info=True`;
-    length_logits (`[batch, length_classes]`) when the model has a length predictor. The loss terms are kept apart
-    for logging: ar_loss, nat_loss, length_loss, guided_attention_loss.
-    """
+    """Seq2SeqLMOutput plus what the copy head and the NAT decoder add. `logits` are log-probabilities of the copy
+    mixture when `use_copy_mechanism` is on, plain logits otherwise. p_gen (`[batch, tgt]`) and copy_attention
+    (`[batch, tgt, src]`) are filled when `output_copy_info=True`; length_logits (`[batch, length_classes]`) when the
+    model has a length predictor. The loss terms are kept apart for logging."""
 
     p_gen: torch.FloatTensor | None = None
     copy_attention: torch.FloatTensor | None = None
@@ -80,9 +70,7 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
     return shifted.masked_fill_(shifted == -100, pad_token_id)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Embeddings and positions
-# ---------------------------------------------------------------------------------------------------------------------
+# --- Embeddings and positions ----------------------------------------------------------------------------------------
 
 
 class TokenEmbedding(nn.Embedding):
@@ -162,9 +150,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos.to(x.dtype) + torch.cat((-second, first), dim=-1) * sin.to(x.dtype)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Attention and feed-forward
-# ---------------------------------------------------------------------------------------------------------------------
+# --- Attention and feed-forward --------------------------------------------------------------------------------------
 
 
 class MultiHeadAttention(nn.Module):
@@ -256,9 +242,7 @@ class FeedForward(nn.Module):
         return self.fc2(x)
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Layers
-# ---------------------------------------------------------------------------------------------------------------------
+# --- Layers ----------------------------------------------------------------------------------------------------------
 
 
 class ResidualBlock(nn.Module):
@@ -322,9 +306,7 @@ class DecoderLayer(GradientCheckpointingLayer):
         return hidden_states, self_weights, cross_weights
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Masks
-# ---------------------------------------------------------------------------------------------------------------------
+# --- Masks -----------------------------------------------------------------------------------------------------------
 
 
 def source_padding_mask(attention_mask: torch.Tensor | None, source_ids: torch.Tensor | None, pad_token_id: int | None):
@@ -363,9 +345,7 @@ def encoder_self_attention_mask(attention_mask: torch.Tensor | None, length: int
     return mask
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Encoder and decoder stacks
-# ---------------------------------------------------------------------------------------------------------------------
+# --- Encoder and decoder stacks --------------------------------------------------------------------------------------
 
 
 class CopyNatEncoder(nn.Module):
@@ -506,69 +486,7 @@ class CopyNatDecoder(nn.Module):
         )
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Output heads: copy mechanism and length predictor
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-class HeadOutput(NamedTuple):
-    """The output head's view of each target position (a tuple: `logits, p_gen, copy_attention, ... = ...`)."""
-
-    logits: torch.Tensor | None  # vocabulary logits; with the copy mechanism log p_mix (None when mixture=False)
-    p_gen: torch.Tensor | None  # [batch, tgt] generation probability (copy mechanism only)
-    copy_attention: torch.Tensor | None  # [batch, tgt, src] copy distribution over source positions
-    vocab_logits: torch.Tensor  # the generation logits before the copy mixture
-    copy: CopyOutput | None = None  # everything the copy head computed (its slots, the coverage loss)
-
-
-def max_over_last_dim(x: torch.Tensor, block: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """(values, indices) of the maximum over the last dimension, first index on ties: torch.max(x, -1).
-
-    On CPU torch's max/argmax with indices runs a scalar loop (~1 ns an element, 0.24 ms on [32, 8000]); finding the
-    winning block of `block` columns with the vectorized amax and searching only that block is 3x faster."""
-    if x.device.type != "cpu" or x.shape[-1] < 4 * block:
-        return torch.max(x, dim=-1)
-    flat = x.reshape(-1, x.shape[-1])
-    whole = flat.shape[-1] - flat.shape[-1] % block
-    block_max = flat[:, :whole].unflatten(-1, (whole // block, block)).amax(-1)
-    if whole < flat.shape[-1]:
-        block_max = torch.cat((block_max, flat[:, whole:].amax(-1, keepdim=True)), dim=-1)
-    start = block_max.argmax(-1) * block  # the first block holding the row's maximum
-    columns = (start[:, None] + torch.arange(block, device=x.device)).clamp_max(flat.shape[-1] - 1)
-    values, offset = flat.gather(1, columns).max(-1)
-    return values.view(x.shape[:-1]), (start + offset).view(x.shape[:-1])
-
-
-class LengthPredictor(nn.Module):
-    """NAT length predictor: mean of the non-pad encoder states -> a classifier over target lengths, absolute or as
-    an offset from the source length (fairseq's --pred-length-offset)."""
-
-    def __init__(self, config: CopyNatConfig):
-        super().__init__()
-        self.classifier = nn.Linear(config.d_model, config.length_classes)
-        self.offset = config.length_prediction == "offset"
-        self.num_classes = config.length_classes
-
-    def forward(self, encoder_states: torch.Tensor, source_mask: torch.Tensor | None) -> torch.Tensor:
-        if source_mask is None:
-            pooled = encoder_states.mean(dim=1)
-        else:
-            weights = source_mask.to(encoder_states.dtype)[..., None]
-            pooled = (encoder_states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        return self.classifier(pooled)
-
-    def length_to_class(self, target_lengths: torch.Tensor, source_lengths: torch.Tensor) -> torch.Tensor:
-        classes = target_lengths - source_lengths + self.num_classes // 2 if self.offset else target_lengths
-        return classes.clamp(0, self.num_classes - 1)
-
-    def class_to_length(self, classes: torch.Tensor, source_lengths: torch.Tensor) -> torch.Tensor:
-        lengths = classes - self.num_classes // 2 + source_lengths if self.offset else classes
-        return lengths.clamp_min(1)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Hugging Face model classes
-# ---------------------------------------------------------------------------------------------------------------------
+# --- Hugging Face model classes --------------------------------------------------------------------------------------
 
 
 class CopyNatPreTrainedModel(PreTrainedModel):
@@ -589,6 +507,11 @@ class CopyNatPreTrainedModel(PreTrainedModel):
             tied.update(self._tied_weights_keys)
         return tied
 
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if self._auto_class is not None and kwargs.get("is_main_process", True):  # every head loads as remote code
+            write_remote_code(save_directory, self.config.auto_map)
+
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
         """Loads safetensors weights only: pickle checkpoints (.bin) can run code, so they are refused unless the
@@ -605,7 +528,7 @@ class CopyNatPreTrainedModel(PreTrainedModel):
         if isinstance(module, CopyGenerator) and module.respace is not None:  # until set_vocabulary: no respacing
             init.copy_(module.respaced_ids, torch.arange(module.respaced_ids.numel()))
         if isinstance(module, CopyNatForConditionalGeneration):
-            init.copy_(module.byte_token_classes, _whole_characters(module.byte_token_classes.shape[0]))
+            init.copy_(module.byte_token_classes, whole_characters(module.byte_token_classes.shape[0]))
 
 
 class CopyNatModel(CopyNatPreTrainedModel):
@@ -658,21 +581,15 @@ class CopyNatModel(CopyNatPreTrainedModel):
         elif not isinstance(encoder_outputs, BaseModelOutput):
             encoder_outputs = CopyNatEncoderOutput(*encoder_outputs)
         source_ids = getattr(encoder_outputs, "source_ids", None)
-        if source_ids is None:
-            source_ids = input_ids
+        source_ids = input_ids if source_ids is None else source_ids
         if decoder_input_ids is None and decoder_inputs_embeds is None:
             raise ValueError("CopyNatModel needs decoder_input_ids (or labels, in CopyNatForConditionalGeneration)")
         decoder_outputs = self.decoder(
-            input_ids=decoder_input_ids,
-            encoder_hidden_states=encoder_outputs.last_hidden_state,
+            input_ids=decoder_input_ids, encoder_hidden_states=encoder_outputs.last_hidden_state,
             encoder_padding_mask=source_padding_mask(attention_mask, source_ids, self.config.pad_token_id),
-            inputs_embeds=decoder_inputs_embeds,
-            decoder_padding_mask=decoder_padding_mask,
-            causal=causal,
-            past_key_values=past_key_values,
-            use_cache=self.config.use_cache if use_cache is None else use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
+            inputs_embeds=decoder_inputs_embeds, decoder_padding_mask=decoder_padding_mask, causal=causal,
+            past_key_values=past_key_values, use_cache=self.config.use_cache if use_cache is None else use_cache,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
             cross_attention_weights_of_last_layer=cross_attention_weights_of_last_layer,
             cross_attention_floor=cross_attention_floor,
         )
@@ -689,99 +606,11 @@ class CopyNatModel(CopyNatPreTrainedModel):
         return output if return_dict is not False else output.to_tuple()
 
 
-def guided_attention_loss(attention: torch.Tensor, target_mask: torch.Tensor, source_mask: torch.Tensor | None,
-                          sigma: float) -> torch.Tensor:
-    """Diagonal guided-attention loss (Tachibana et al. 2018): attention far from the diagonal t/T ~ s/S is penalised
-    by 1 - exp(-(s/S - t/T)^2 / 2 sigma^2); summed over target positions, for monotonic tasks."""
-    weights = attention.float().mean(dim=1)  # heads averaged: [batch, tgt, src]
-    tgt_len = target_mask.sum(1, keepdim=True).clamp_min(1).float()
-    src_len = (source_mask.sum(1, keepdim=True) if source_mask is not None
-               else torch.full_like(tgt_len, weights.shape[-1])).clamp_min(1).float()
-    t = torch.arange(weights.shape[1], device=weights.device)[None, :] / tgt_len  # [batch, tgt]
-    s = torch.arange(weights.shape[2], device=weights.device)[None, :] / src_len  # [batch, src]
-    penalty = 1.0 - torch.exp(-((s[:, None, :] - t[:, :, None]) ** 2) / (2 * sigma**2))
-    return (weights * penalty).sum(-1)[target_mask].sum()
-
-
-class CopyNatCache(EncoderDecoderCache):
-    """The KV cache of copynat's generate(), which also keeps what the copy head reads of earlier steps: the decoder
-    inputs so far (copy continuation) and each step's copy attention (location reads the last, coverage sums them).
-    Beam search reorders, and assisted decoding crops, all of it together."""
-
-    STEP_STATE = ("decoder_ids", "copy_attention")
-
-    def __init__(self, config: CopyNatConfig):
-        super().__init__(DynamicCache(config=config), DynamicCache(config=config))
-        self.decoder_ids: torch.Tensor | None = None  # [batch, steps]
-        self.copy_attention: torch.Tensor | None = None  # [batch, steps, src]
-
-    def coverage(self) -> torch.Tensor | None:
-        """[batch, src]: the copy attention summed over the steps so far."""
-        return None if self.copy_attention is None else self.copy_attention.sum(1)
-
-    def append(self, name: str, steps: torch.Tensor) -> torch.Tensor:
-        """Add this call's steps to `decoder_ids` or `copy_attention`; returns all steps so far."""
-        previous = getattr(self, name)
-        setattr(self, name, steps if previous is None else torch.cat((previous, steps), 1))
-        return getattr(self, name)
-
-    def _map_step_state(self, function) -> None:
-        for name in self.STEP_STATE:
-            if getattr(self, name) is not None:
-                setattr(self, name, function(getattr(self, name)))
-
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        super().reorder_cache(beam_idx)
-        self._map_step_state(lambda state: state.index_select(0, beam_idx.to(state.device)))
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        super().batch_repeat_interleave(repeats)
-        self._map_step_state(lambda state: state.repeat_interleave(repeats, 0))
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        super().batch_select_indices(indices)
-        self._map_step_state(lambda state: state[indices])
-
-    def crop(self, length: int) -> None:
-        """Drop the last -`length` steps (transformers 5.25 accepts only that form) or keep the first `length`."""
-        super().crop(length)
-        self._map_step_state(lambda state: state[:, :length])
-
-
-class MonotonicAttention(CopyNatCache):
-    """Monotonic decoding for monotonic tasks (speech-like, transliteration): the cross-attention of step t may not
-    look left of step t-1's most attended source position by more than `window` positions.
-
-    The KV cache of one `generate(monotonic_window=k)` call, carrying beside keys and values each row's most attended
-    source position of the last step; beam search reorders both together, so every strategy keeps the constraint."""
-
-    def __init__(self, window: int, config: CopyNatConfig):
-        super().__init__(config)
-        self.window = window
-        self.position: torch.Tensor | None = None  # [batch] most attended source position of the last step
-
-    def floor(self) -> torch.Tensor | None:
-        return None if self.position is None else (self.position - self.window).clamp_min(0)
-
-    def step(self, cross_attention: torch.Tensor) -> None:
-        """`cross_attention`: last decoder layer, [batch, heads, tgt, src]; the newest target position counts."""
-        self.position = cross_attention[:, :, -1].mean(1).argmax(-1)
-
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        super().reorder_cache(beam_idx)
-        if self.position is not None:
-            self.position = self.position.index_select(0, beam_idx.to(self.position.device))
-
-
-def _whole_characters(vocab_size: int) -> torch.Tensor:
-    """`byte_token_classes` of a vocabulary whose pieces are all whole characters (nothing to constrain)."""
-    return torch.tensor([[0, 0, 0, 1]], dtype=torch.int8).repeat(vocab_size, 1)
-
-
-class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
-    """Sequence-to-sequence model with the output head (vocabulary projection, optional copy mechanism) and, for NAT
-    or hybrid training, a length predictor. `generate()` decodes autoregressively (every Hugging Face strategy) or,
-    with `non_autoregressive=True`, in parallel."""
+class CopyNatForConditionalGeneration(OutputHead, ParallelDecoder, CopyNatPreTrainedModel, GenerationMixin):
+    """Sequence-to-sequence model with the output head (vocabulary projection, optional copy mechanism:
+    `output_head.py`, `copy_generator.py`) and, for NAT or hybrid training, a length predictor
+    (`parallel_decoder.py`). `generate()` decodes autoregressively (every Hugging Face strategy) or, with
+    `non_autoregressive=True`, in parallel (`generation_copynat.py`)."""
 
     _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
 
@@ -792,7 +621,7 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
         self.copy_generator = CopyGenerator(config) if config.use_copy_mechanism else None
         self.length_predictor = LengthPredictor(config) if config.uses_nat else None
         # per piece: how it begins and ends a UTF-8 character (`utf8_validity`); set_vocabulary fills it
-        self.register_buffer("byte_token_classes", _whole_characters(config.vocab_size), persistent=True)
+        self.register_buffer("byte_token_classes", whole_characters(config.vocab_size), persistent=True)
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Linear:
@@ -801,144 +630,8 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.lm_head = new_embeddings
 
-    def set_vocabulary(self, vocab: dict[str, int]) -> None:
-        """What the model needs to know of its tokenizer's pieces (`tokenizer.get_vocab()`), kept with its weights:
-        which pieces are the same text with and without a leading space (the copy head's respacing), and how each
-        byte-level piece begins and ends a UTF-8 character (so generate() never breaks one). copynat-train calls it;
-        call it yourself after building a model around a tokenizer."""
-        if self.copy_generator is not None and self.copy_generator.respace is not None:
-            self.copy_generator.set_vocabulary(vocab)
-        table = byte_token_classes(vocab, self.byte_token_classes.shape[0])
-        self.byte_token_classes.copy_(table.to(self.byte_token_classes.device))
-
-    def copy_step_state(self, cache: Cache | None, decoder_input_ids: torch.Tensor | None):
-        """(CopyNatCache or None, decoder inputs so far) for the copy head. Continuation, location and coverage read
-        earlier steps: a cached step finds them in a CopyNatCache (generate() makes one), which this call extends."""
-        copier = self.copy_generator
-        reads_history = copier is not None and copier.reads_earlier_steps
-        if cache is None or not reads_history:
-            return None, decoder_input_ids
-        if not isinstance(cache, CopyNatCache):
-            if cache.get_seq_length() > 0:
-                raise ValueError(f"this model's copy head reads the earlier decoding steps, which it keeps in a "
-                                 f"CopyNatCache; got a {type(cache).__name__}: pass CopyNatCache(model.config) (or "
-                                 "let generate() make one)")
-            return None, decoder_input_ids
-        if decoder_input_ids is None:
-            return cache, None
-        return cache, cache.append("decoder_ids", decoder_input_ids)
-
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
-
-    # --- the one output head, shared by AT and NAT --------------------------------------------------------------------
-
-    def output_head(self, decoder_states, decoder_inputs_embeds, encoder_states, source_ids, source_mask,
-                    mixture=True, decoder_history=None, cache: "CopyNatCache | None" = None,
-                    causal: bool = False) -> HeadOutput:
-        """Decoder states -> HeadOutput(logits, p_gen, copy attention, vocab logits, copy). With the copy mechanism
-        the logits are log p_mix, None when `mixture=False` (`token_loss` and `most_likely_tokens` do without).
-        `decoder_history` (the decoder input ids up to these positions) feeds the copy continuation; `causal`
-        decoding also runs location and coverage, which read the copy attention of the earlier steps: a `cache`
-        keeps it between generate() steps."""
-        vocab_logits = self.lm_head(decoder_states)
-        copier = self.copy_generator
-        if copier is None:
-            return HeadOutput(vocab_logits, None, None, vocab_logits)
-        if source_ids is None:
-            raise ValueError("the copy mechanism needs the source token ids: pass input_ids, or encoder_outputs "
-                             "produced by this model's encoder (they carry source_ids)")
-        runs = None
-        if decoder_history is not None and copier.continuation is not None:
-            runs = copy_runs(copier.canonical_ids(decoder_history), copier.canonical_ids(source_ids),
-                             decoder_states.shape[1], copier.continuation_window, source_mask)
-        stepwise = causal and copier.attends_step_by_step
-        copy = copier(vocab_logits, decoder_states, decoder_inputs_embeds, encoder_states, source_ids, source_mask,
-                      mixture=mixture, runs=runs, stepwise=stepwise,
-                      earlier=cache.copy_attention if stepwise and cache is not None else None)
-        if stepwise and cache is not None:
-            cache.append("copy_attention", copy.attention)
-        return HeadOutput(copy.log_mixture, copy.p_gen, copy.attention, vocab_logits, copy)
-
-    def token_loss(self, head: HeadOutput, labels: torch.Tensor, source_ids: torch.Tensor | None,
-                   source_mask: torch.Tensor | None) -> torch.Tensor:
-        """Summed (label-smoothed) cross-entropy of the output head over positions whose label is not -100."""
-        smoothing = self.config.label_smoothing
-        if self.copy_generator is None:
-            return F.cross_entropy(head.logits.reshape(-1, head.logits.shape[-1]).float(), labels.reshape(-1),
-                                   ignore_index=-100, reduction="sum", label_smoothing=smoothing)
-        valid = labels != -100
-        label, mean = self.copy_generator.loss_terms(head.vocab_logits, head.copy, labels, smoothing=smoothing > 0)
-        nll = -label[valid].sum()
-        if mean is None:
-            return nll
-        return (1.0 - smoothing) * nll - smoothing * mean[valid].sum()
-
-    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits if self.copy_generator is not None else logits.float().log_softmax(-1)
-
-    def most_likely_tokens(self, head: HeadOutput, source_ids: torch.Tensor | None,
-                           overwrite_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log-prob, id) of the most likely token other than `<mask>` at each position, from
-        `output_head(..., mixture=False)`: the [batch, tgt, vocab] distribution is never built (parallel decoding needs
-        only the winners).
-        `overwrite_logits=True` lets it use `head.vocab_logits` as scratch space (parallel decoding drops them)."""
-        logits = head.vocab_logits.float()
-        if logits is head.vocab_logits and not overwrite_logits:
-            logits = logits.clone()
-        log_probs = torch.log_softmax(logits, dim=-1, out=logits)  # in place: one [batch, tgt, vocab] tensor in all
-        mask_id = self.config.mask_token_id
-        if mask_id is not None:  # never an output: mask-predict would read an emitted <mask> as "re-predict here"
-            log_probs[..., mask_id] = float("-inf")
-        top_log_prob, top_token = max_over_last_dim(log_probs)
-        if self.copy_generator is None:
-            return top_log_prob, top_token
-        return self.copy_generator.most_likely(top_log_prob, top_token, log_probs, head.copy, banned_token_id=mask_id)
-
-    # --- non-autoregressive decoding: inputs and one parallel pass ---------------------------------------------------
-
-    def nat_decoder_inputs(self, tokens: torch.Tensor, target_mask: torch.Tensor, source_ids, source_mask) -> torch.Tensor:
-        """Embeddings the NAT decoder reads: the (partly `<mask>`ed) target tokens, or with
-        nat_decoder_inputs="copy_source" the source embeddings copied uniformly onto the target length (Gu et al.)."""
-        if self.config.nat_decoder_inputs == "mask":
-            return self.model.shared(tokens)
-        source_embeds = self.model.shared(source_ids)
-        src_len = (source_mask.sum(1) if source_mask is not None else torch.full_like(source_ids[:, 0], source_ids.shape[1]))
-        tgt_len = target_mask.sum(1)
-        step = (src_len - 1).float() / (tgt_len - 1).clamp_min(1).float()
-        index = (torch.arange(tokens.shape[1], device=tokens.device)[None, :] * step[:, None]).round().long()
-        index = index.clamp(max=(src_len - 1)[:, None].clamp_min(0))
-        return source_embeds.gather(1, index[..., None].expand(-1, -1, source_embeds.shape[-1]))
-
-    def nat_pass(self, tokens, target_mask, encoder_states, source_ids, source_mask, mixture=True, positions=None,
-                 cross_attention_cache: EncoderDecoderCache | None = None):
-        """One parallel decoder pass: the same decoder without the causal mask, the same output head. With
-        `positions` [batch, n] the head reads only those target positions (it works position by position, so their
-        outputs are the full pass's): mask-predict re-predicts only the tokens it hid again. A `cross_attention_cache`
-        (an empty EncoderDecoderCache on the first pass) keeps the cross-attention keys and values for later passes
-        over the same encoder states."""
-        embeds = self.nat_decoder_inputs(tokens, target_mask, source_ids, source_mask)
-        decoded = self.model.decoder(inputs_embeds=embeds, encoder_hidden_states=encoder_states,
-                                     encoder_padding_mask=source_mask, decoder_padding_mask=target_mask, causal=False,
-                                     past_key_values=cross_attention_cache, use_cache=False).last_hidden_state
-        if positions is not None:
-            index = positions[..., None].expand(-1, -1, decoded.shape[-1])
-            decoded, embeds = decoded.gather(1, index), embeds.gather(1, index)
-        return self.output_head(decoded, embeds, encoder_states, source_ids, source_mask, mixture=mixture)
-
-    def nat_training_tokens(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Conditional masked LM (Mask-Predict): hide a uniformly random number (1..length) of target tokens behind
-        `<mask>`; the loss is on the hidden ones. With copy_source inputs every position is predicted."""
-        target_mask = labels != -100
-        tokens = labels.masked_fill(~target_mask, self.config.pad_token_id)
-        if self.config.nat_decoder_inputs != "mask":
-            return tokens, target_mask
-        lengths = target_mask.sum(1)
-        num_masked = (torch.rand(lengths.shape, device=labels.device) * lengths).long() + 1
-        scores = torch.rand(labels.shape, device=labels.device).masked_fill(~target_mask, 2.0)
-        ranks = scores.argsort(dim=1).argsort(dim=1)
-        masked = (ranks < num_masked[:, None]) & target_mask
-        return tokens.masked_fill(masked, self.config.mask_token_id), masked
 
     # --- forward ------------------------------------------------------------------------------------------------------
 
@@ -1042,14 +735,9 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
         if self.length_predictor is not None:
             length_logits = self.length_predictor(encoder_states, source_mask)
         if labels is not None and config.decoder_mode != "ar":
-            tokens, predicted = self.nat_training_tokens(labels)
-            nat_head = self.nat_pass(tokens, labels != -100, encoder_states, source_ids, source_mask,
-                                     mixture=return_logits)
-            nat_labels = labels.masked_fill(~predicted, -100)
-            losses["nat_loss"] = self.token_loss(nat_head, nat_labels, source_ids, source_mask) / predicted.sum().clamp_min(1) * share
-            source_lengths = source_mask.sum(1) if source_mask is not None else torch.full_like(labels[:, 0], source_ids.shape[1])
-            length_targets = self.length_predictor.length_to_class((labels != -100).sum(1), source_lengths)
-            losses["length_loss"] = F.cross_entropy(length_logits.float(), length_targets) * share
+            nat_head, nat_losses = self.nat_losses(labels, length_logits, encoder_states, source_ids, source_mask,
+                                                   mixture=return_logits)
+            losses.update({name: value * share for name, value in nat_losses.items()})
             if decoder_outputs is None:
                 logits, p_gen, copy_attention = nat_head.logits, nat_head.p_gen, nat_head.copy_attention
 
@@ -1093,145 +781,18 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
         creates a `CopyNatCache` for them.
         """
         nat_arguments = pop_nat_arguments(kwargs, generation_config or self.generation_config)
-        monotonic_window = kwargs.pop("monotonic_window", None)
-        valid_utf8 = kwargs.pop("valid_utf8", True)
-        if nat_arguments is not None:
-            if monotonic_window is not None:
-                raise ValueError("monotonic_window constrains autoregressive decoding; drop it with non_autoregressive")
-            return non_autoregressive_generate(self, inputs, **nat_arguments, **kwargs)
-        copier = self.copy_generator
-        reads_history = copier is not None and copier.reads_earlier_steps
-        use_cache = kwargs.get("use_cache", (generation_config or self.generation_config).use_cache)
-        use_cache = use_cache is None or use_cache  # None: transformers' default, a cache
-        if monotonic_window is not None:
-            if isinstance(monotonic_window, bool) or not isinstance(monotonic_window, int) or monotonic_window < 0:
-                raise ValueError(f"monotonic_window must be an int >= 0 (source positions the attention may step "
-                                 f"back), got {monotonic_window!r}")
-            if not use_cache or any(kwargs.get(name) is not None for name in ("past_key_values", "cache")):
-                raise ValueError("monotonic_window keeps its state in the KV cache it creates: drop use_cache=False "
-                                 "and past_key_values / cache")
-            kwargs[CACHE_NAME] = MonotonicAttention(monotonic_window, self.config)
-        elif reads_history and use_cache:
-            given = kwargs.get("past_key_values", kwargs.get("cache"))
-            if given is not None and not isinstance(given, CopyNatCache):
-                raise ValueError(f"this model's copy head reads the earlier decoding steps, which it keeps in a "
-                                 f"CopyNatCache; got a {type(given).__name__}: pass CopyNatCache(model.config) or "
-                                 "no cache")
-            if given is None:
-                kwargs[CACHE_NAME] = CopyNatCache(self.config)
-        mask = kwargs.get("attention_mask")
-        if mask is not None and mask.dim() == 3 and kwargs.get("encoder_outputs") is None:
-            # generate() takes only 2-D masks: encode with the graph mask here, and hand on the padding mask.
-            source_ids = inputs if inputs is not None else kwargs["input_ids"]
-            kwargs["encoder_outputs"] = self.model.encoder(input_ids=source_ids, attention_mask=mask)
-            kwargs["attention_mask"] = (source_ids != self.config.pad_token_id).long()
-        if valid_utf8 and bool(self.byte_token_classes[:, 2].any()):
-            processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
-            settings = generation_config or self.generation_config
-            processors.append(Utf8ValidityLogitsProcessor(
-                self.byte_token_classes, max_new_tokens=kwargs.get("max_new_tokens", settings.max_new_tokens),
-                max_length=kwargs.get("max_length", settings.max_length)))
-            kwargs["logits_processor"] = processors
-        output_copy_info = kwargs.pop("output_copy_info", False)
-        if not output_copy_info:
-            return super().generate(inputs, generation_config=generation_config, **kwargs)
-        if self.copy_generator is None:
-            raise ValueError("output_copy_info=True needs a model built with use_copy_mechanism=True")
-        kwargs["return_dict_in_generate"] = True
-        generated = super().generate(inputs, generation_config=generation_config, **kwargs)
-        input_ids = inputs if inputs is not None else kwargs.get("input_ids")
-        repeats = generated.sequences.shape[0] // input_ids.shape[0]
-        attention_mask = kwargs.get("attention_mask")
-        scored = self(
-            input_ids=input_ids.repeat_interleave(repeats, 0),
-            attention_mask=attention_mask.repeat_interleave(repeats, 0) if attention_mask is not None else None,
-            decoder_input_ids=generated.sequences[:, :-1], use_cache=False, output_copy_info=True,
-        )
-        generated["p_gen"], generated["copy_attention"] = scored.p_gen, scored.copy_attention
-        return generated
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Encoder tasks: one label per sequence, one label per position
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-class CopyNatEncoderOnlyModel(CopyNatPreTrainedModel):
-    """Shared base of the encoder heads: keeps the seq2seq key names (`model.shared`, `model.encoder`), so a trained
-    CopyNat checkpoint fine-tunes into a classifier; the decoder is not built."""
-
-    _tied_weights_keys = {"model.encoder.embed_tokens.weight": "model.shared.weight"}
-    _ties_ignore_config = True
-
-    def __init__(self, config: CopyNatConfig):
-        super().__init__(config)
-        scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
-        self.model = nn.Module()
-        self.model.shared = TokenEmbedding(config.vocab_size, config.d_model, config.pad_token_id, scale)
-        self.model.encoder = CopyNatEncoder(config, self.model.shared)
-        self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(config.d_model, config.num_labels)
-        self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.shared
-
-    def get_encoder(self, modality: str | None = None) -> CopyNatEncoder:
-        return self.model.encoder
-
-    def encode(self, input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states):
-        return self.model.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                                  output_attentions=output_attentions, output_hidden_states=output_hidden_states)
-
-
-class CopyNatForSequenceClassification(CopyNatEncoderOnlyModel):
-    """One label per sequence (sentiment, topic): the mean of the non-pad encoder states -> a linear classifier."""
-
-    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, output_attentions=None,
-                output_hidden_states=None, return_dict=None, **kwargs) -> SequenceClassifierOutput:
-        encoded = self.encode(input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states)
-        mask = source_padding_mask(attention_mask, input_ids, self.config.pad_token_id)
-        states = encoded.last_hidden_state
-        weights = mask.to(states.dtype)[..., None] if mask is not None else torch.ones_like(states[..., :1])
-        pooled = (states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        logits = self.classifier(self.dropout(pooled))
-        loss = None
-        if labels is not None:
-            problem = self.config.problem_type or (
-                "regression" if self.config.num_labels == 1
-                else "single_label_classification" if labels.dtype in (torch.long, torch.int) else "multi_label_classification")
-            if problem == "regression":
-                loss = F.mse_loss(logits.squeeze(-1), labels.float().view(-1))
-            elif problem == "single_label_classification":
-                loss = F.cross_entropy(logits, labels.view(-1))
-            else:
-                loss = F.binary_cross_entropy_with_logits(logits, labels.float())
-        output = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states,
-                                          attentions=encoded.attentions)
-        return output if return_dict is not False else output.to_tuple()
-
-
-class CopyNatForTokenClassification(CopyNatEncoderOnlyModel):
-    """One label per position (tagging, "I saw a saw"): each encoder state -> a linear classifier."""
-
-    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, output_attentions=None,
-                output_hidden_states=None, return_dict=None, **kwargs) -> TokenClassifierOutput:
-        encoded = self.encode(input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states)
-        logits = self.classifier(self.dropout(encoded.last_hidden_state))
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-        output = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states,
-                                       attentions=encoded.attentions)
-        return output if return_dict is not False else output.to_tuple()
+        if nat_arguments is None:
+            return autoregressive_generate(self, super().generate, inputs, generation_config, **kwargs)
+        if kwargs.pop("monotonic_window", None) is not None:
+            raise ValueError("monotonic_window constrains autoregressive decoding; drop it with non_autoregressive")
+        kwargs.pop("valid_utf8", None)  # parallel decoding emits whole sequences at once: no step to constrain
+        return non_autoregressive_generate(self, inputs, **nat_arguments, **kwargs)
 
 
 __all__ = [
     "CopyNatPreTrainedModel",
     "CopyNatModel",
     "CopyNatForConditionalGeneration",
-    "CopyNatForSequenceClassification",
-    "CopyNatForTokenClassification",
     "CopyNatEncoderOutput",
     "CopyNatSeq2SeqLMOutput",
     "shift_tokens_right",

@@ -141,9 +141,9 @@ def _plot_first(model, tokenizer, source_ids, attention_mask, generated, nat: bo
     """Copy attention + p_gen (copy models), or the last layer's cross-attention, for the first input."""
     import torch
 
-    from copynat.visualize import _require_matplotlib, plot_attention, plot_copy_gate
+    from copynat.visualize import require_matplotlib, plot_attention, plot_copy_gate
 
-    _require_matplotlib()
+    require_matplotlib()
     import matplotlib
 
     matplotlib.use("Agg")

@@ -27,6 +27,7 @@ stays "007").  Over-long sequences are truncated to ``max_*_length`` tokens with
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -35,7 +36,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import datasets
 import numpy as np
@@ -154,7 +154,7 @@ def _load_file(path: str, split: str, args: DataArguments) -> datasets.Dataset:
     try:
         # datasets pings S3 to count loads of its packaged "json"/"csv" builders (up to 3 s without a
         # network, on every call); pointless for a local file, so switched off for this call only.
-        with mock.patch.object(datasets.config, "HF_UPDATE_DOWNLOAD_COUNTS", False):
+        with _download_counts_off():
             return datasets.load_dataset(
                 FILE_FORMATS[suffix],
                 data_files={split: str(path)},
@@ -165,6 +165,17 @@ def _load_file(path: str, split: str, args: DataArguments) -> datasets.Dataset:
             )
     except Exception as err:  # datasets/pyarrow/pandas raise many types; report the root cause
         raise ValueError(f"could not parse {split} file {path}: {_root_cause(err)}") from err
+
+
+@contextlib.contextmanager
+def _download_counts_off():
+    """datasets' HF_UPDATE_DOWNLOAD_COUNTS set to False for the block, then restored."""
+    saved = datasets.config.HF_UPDATE_DOWNLOAD_COUNTS
+    datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = False
+    try:
+        yield
+    finally:
+        datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = saved
 
 
 def _root_cause(err: BaseException) -> str:

@@ -68,9 +68,6 @@ import datetime
 import json
 import logging
 import math
-import os
-import shutil
-import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -78,8 +75,7 @@ from typing import Any
 
 import torch
 
-from .arguments import (DEFAULT_VOCAB_SIZE, ECHO_VOCAB_SIZE, FINETUNE_FIELDS, ModelArguments, TrainArguments,
-                        parse_decodings, resolve_defaults)
+from .arguments import ModelArguments, TrainArguments, parse_decodings, resolve_defaults
 from .data import (OOD_SPLIT, DataArguments, Seq2SeqCollator, TokenBudgetBatchSampler, example_lengths,
                    load_raw_datasets, tokenize_datasets)
 from .checkpoints import (CHECKPOINT_PREFIX, STATE_FILE, TrainState, atomic_write_text, _remove_stale_temporaries,
@@ -91,6 +87,9 @@ from .model_card import write_model_card
 from .rl import self_critical_loss
 from .schedules import (build_scheduler, default_schedule_k, inverse_sqrt_lambda, mix_decoder_inputs,
                         scheduled_sampling_decoder_inputs, teacher_forcing_prob)
+from .run_setup import (StopSignals, build_model, build_optimizer, cpu_only_distributed, default_decodings,
+                        echo_entities, is_echo, load_tokenizer, one_line, prepare_output_dir, resolve_mixed_precision,
+                        set_threads, tracker_names)
 
 logger = logging.getLogger("copynat.training")
 
@@ -116,264 +115,6 @@ RESULTS_FORMAT = "copynat-results/1"
 
 
 
-# ------------------------------------------------------------------------------------------------ setup helpers
-
-
-def _is_echo(data_args: DataArguments) -> bool:
-    return data_args.dataset_name is None and not data_args.split_files()
-
-
-def _resolve_mixed_precision(requested: str) -> str:
-    if requested != "fp16":
-        return requested
-    accelerated = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()) or (
-        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available())
-    if accelerated and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true", "yes"):
-        return requested
-    logger.warning("--mixed_precision fp16 needs a GPU (CUDA, XPU or MPS) and this run is on a CPU: training in full "
-                   "fp32 precision instead (use --mixed_precision bf16 for bfloat16 autocast on a CPU)")
-    return "no"
-
-
-def _cpu_only_distributed() -> bool:
-    """True for several processes without GPUs (e.g. ``torchrun --nproc_per_node 2`` on a CPU machine): Accelerate
-    joins them with gloo only when told ``cpu=True``; otherwise each process would train alone."""
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or int(os.environ.get("LOCAL_RANK", "-1")) != -1
-    accelerated = torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
-    return launched and not accelerated
-
-
-def _trackers(report_to: str) -> list[str]:
-    names = [n.strip() for n in report_to.split(",") if n.strip()]
-    if names in (["none"], ["jsonl"], []):
-        return []
-    if names == ["auto"]:
-        try:
-            import tensorboard  # noqa: F401
-            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
-        except ImportError:
-            return []
-        return ["tensorboard"]
-    return [n for n in names if n not in ("jsonl", "auto")]
-
-
-def _fastest_thread_count(limit: int) -> int:
-    """1 or ``limit`` intra-op threads, whichever multiplies a training-sized matrix faster right now.  On a CPU that
-    other processes keep busy, extra threads spin-wait for each other and a run can be several times slower than
-    with one thread; on an idle machine all cores win."""
-    a, b = torch.randn(4096, 256), torch.randn(256, 1024)
-    timings = {1: float("inf"), limit: float("inf")}
-    for _ in range(3):  # best of 3, alternating: a passing hiccup must not decide a 30-minute run
-        for threads in timings:
-            torch.set_num_threads(threads)
-            a @ b
-            start = time.perf_counter()
-            for _ in range(5):
-                a @ b
-            timings[threads] = min(timings[threads], time.perf_counter() - start)
-    return 1 if timings[limit] > timings[1] else limit
-
-
-def _set_threads(accelerator, num_threads: int | None) -> tuple[int, str]:
-    """CPU threads per process: --num_threads, else all available cores shared among the local processes, unless
-    the CPU is so busy that one thread is faster (measured)."""
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-        return num_threads, "--num_threads"
-    if accelerator.device.type != "cpu":
-        return torch.get_num_threads(), "default"
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
-    threads = max(1, cores // max(1, local))
-    reason = f"{cores} cores / {local} process(es)"
-    if threads > 1 and _fastest_thread_count(threads) == 1:
-        reason = f"the CPU is busy: 1 thread measured faster than {threads} (force with --num_threads)"
-        threads = 1
-    torch.set_num_threads(threads)
-    return threads, reason
-
-
-_RUN_ARTIFACTS = ("checkpoints", "metrics.jsonl", "results.json", "model.safetensors", "tensorboard")
-
-
-def _prepare_output_dir(accelerator, output_dir: Path, train_args: TrainArguments) -> Path | None:
-    """Refuse to mix two runs in one folder; find the checkpoint to resume from."""
-    if train_args.resume is not None:
-        checkpoint = find_checkpoint(output_dir, train_args.resume)
-        if checkpoint is None:
-            logger.warning("--resume: no complete checkpoint in %s, starting from scratch", output_dir / "checkpoints")
-            if accelerator.is_main_process:  # what a run that died before its first checkpoint left behind
-                for name in ("metrics.jsonl", "results.json"):
-                    (output_dir / name).unlink(missing_ok=True)
-            accelerator.wait_for_everyone()
-        return checkpoint
-    existing = [name for name in _RUN_ARTIFACTS if (output_dir / name).exists()]
-    if existing and not train_args.overwrite_output_dir:
-        raise UsageError(f"output_dir {output_dir} already holds a run ({', '.join(existing)}): pass --resume to "
-                         "continue it, --overwrite_output_dir to start over, or choose another --output_dir")
-    if existing and accelerator.is_main_process:
-        for name in _RUN_ARTIFACTS + ("training_curves.png", "example_ids"):
-            path = output_dir / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    accelerator.wait_for_everyone()
-    return None
-
-
-def _load_tokenizer(accelerator, model_args: ModelArguments, raw, output_dir: Path, checkpoint: Path | None,
-                    echo: bool):
-    from transformers import AutoTokenizer
-
-    source = None
-    if checkpoint is not None and (checkpoint / "tokenizer.json").is_file():
-        source = checkpoint
-    elif model_args.tokenizer_name_or_path:
-        source = model_args.tokenizer_name_or_path
-    elif model_args.model_name_or_path:
-        source = model_args.model_name_or_path
-    if source is not None:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(source), trust_remote_code=model_args.trust_remote_code)
-        except Exception as err:
-            raise UsageError(f"could not load the tokenizer from {source}: {_one_line(err)}") from err
-    else:
-        from copynat.tokenization import iter_text_batches, train_tokenizer
-
-        vocab_size = model_args.vocab_size or (ECHO_VOCAB_SIZE if echo else DEFAULT_VOCAB_SIZE)
-        with accelerator.main_process_first():  # the main process trains and saves; the others load its files
-            if accelerator.is_main_process:
-                if "train" not in raw:
-                    raise UsageError("no training split: give --train_file (or --dataset_name with a train split)")
-                tokenizer = train_tokenizer(iter_text_batches(raw["train"], ("source", "target")), vocab_size,
-                                            model=model_args.tokenizer_model)
-                output_dir.mkdir(parents=True, exist_ok=True)
-                tokenizer.save_pretrained(output_dir)
-            else:
-                tokenizer = AutoTokenizer.from_pretrained(str(output_dir))
-        return tokenizer
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        tokenizer.save_pretrained(output_dir)
-    return tokenizer
-
-
-def _build_model(model_args: ModelArguments, data_args: DataArguments, tokenizer, checkpoint: Path | None,
-                 echo: bool = False):
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationConfig
-
-    from copynat import CopyNatConfig, CopyNatForConditionalGeneration
-
-    special = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                   bos_token_id=tokenizer.bos_token_id, unk_token_id=tokenizer.unk_token_id,
-                   mask_token_id=tokenizer.mask_token_id, decoder_start_token_id=tokenizer.bos_token_id)
-    try:
-        if checkpoint is not None:  # the architecture of the run being resumed, whatever the flags say
-            config = AutoConfig.from_pretrained(str(checkpoint))
-            model = CopyNatForConditionalGeneration(config)
-        elif model_args.model_name_or_path:
-            overrides = model_args.config_overrides()
-            fixed = sorted(set(overrides) - set(FINETUNE_FIELDS))
-            if fixed:
-                raise UsageError(f"--model_name_or_path {model_args.model_name_or_path}: {', '.join(fixed)} cannot "
-                                 f"change when fine-tuning (the weights fix them); allowed: {', '.join(FINETUNE_FIELDS)}")
-            model = AutoModelForSeq2SeqLM.from_pretrained(model_args.model_name_or_path, **overrides,
-                                                          trust_remote_code=model_args.trust_remote_code)
-            if len(tokenizer) > model.config.vocab_size:
-                raise UsageError(f"the tokenizer has {len(tokenizer)} tokens but the model "
-                                 f"{model_args.model_name_or_path} only {model.config.vocab_size}")
-        else:
-            settings = model_args.new_model_config(echo)
-            settings.setdefault("max_position_embeddings",
-                                max(512, data_args.max_source_length, data_args.max_target_length + 1))
-            config = CopyNatConfig(vocab_size=len(tokenizer), **special, **settings)
-            model = CopyNatForConditionalGeneration(config)
-            model.set_vocabulary(tokenizer.get_vocab())
-    except UsageError:
-        raise
-    except (ValueError, OSError, TypeError) as err:
-        raise UsageError(_one_line(err)) from err
-    if checkpoint is None and not model_args.model_name_or_path:
-        model.generation_config = GenerationConfig(
-            decoder_start_token_id=special["decoder_start_token_id"], bos_token_id=special["bos_token_id"],
-            eos_token_id=special["eos_token_id"], pad_token_id=special["pad_token_id"],
-            max_new_tokens=data_args.max_target_length, use_cache=True)
-    return model
-
-
-def _echo_entities(dataset, split: str) -> dict[str, list[list[str]]] | None:
-    """The echo task's entity lists and their categories of a split (load_raw_datasets keeps only source/target),
-    re-made from its seed."""
-    from copynat.data import make_echo_examples, make_echo_ood_examples
-
-    examples = make_echo_ood_examples(len(dataset)) if split == OOD_SPLIT else make_echo_examples(len(dataset), split)
-    if [e["source"] for e in examples] != list(dataset["source"]):
-        return None
-    return {"entities": [e["entities"] for e in examples], "categories": [e["categories"] for e in examples]}
-
-
-def _default_decodings(model) -> str:
-    mode = model.config.decoder_mode
-    return {"ar": "greedy", "nat": "nat4,nat1", "hybrid": "greedy,nat4"}[mode]
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err) or type(err).__name__
-    if isinstance(err, KeyError):
-        text = f"missing key {text}"
-    return " ".join(text.split())
-
-
-def _optimizer(model, args: TrainArguments) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    seen = set()
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad or id(parameter) in seen:
-            continue
-        seen.add(id(parameter))
-        if parameter.ndim < 2 or "norm" in name or "embed" in name or "shared" in name:
-            no_decay.append(parameter)
-        else:
-            decay.append(parameter)
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-                             eps=args.adam_epsilon)
-
-
-class _StopSignals:
-    """SIGINT/SIGTERM set a flag; the loop checkpoints at the next step boundary and stops (a second signal
-    interrupts at once)."""
-
-    def __init__(self):
-        self.requested: str | None = None
-        self._previous: dict = {}
-
-    def __enter__(self):
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested is not None:
-            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
-        logger.warning("%s received: saving a checkpoint at the end of this step (send it again to stop at once)",
-                       self.requested)
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        return False
-
-
-# ------------------------------------------------------------------------------------------------ train
-
-
 def train(model_args: ModelArguments, data_args: DataArguments, train_args: TrainArguments) -> dict[str, Any]:
     """Train, evaluate and save a copynat model; returns the content of ``results.json``.  See the module
     docstring for the whole procedure and the output folder."""
@@ -385,20 +126,20 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)  # "Removed shared tensor" on tied weights
     AcceleratorState._reset_state()  # several runs in one Python process (tests, notebooks)
     output_dir = Path(train_args.output_dir).resolve()
-    mixed_precision = _resolve_mixed_precision(train_args.mixed_precision)
-    trackers = _trackers(train_args.report_to)
+    mixed_precision = resolve_mixed_precision(train_args.mixed_precision)
+    trackers = tracker_names(train_args.report_to)
     accelerator = Accelerator(
-        cpu=_cpu_only_distributed(), mixed_precision=mixed_precision, log_with=trackers or None,
+        cpu=cpu_only_distributed(), mixed_precision=mixed_precision, log_with=trackers or None,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "tensorboard")),
     )
     main = accelerator.is_main_process
-    threads, threads_reason = _set_threads(accelerator, train_args.num_threads)
-    checkpoint = _prepare_output_dir(accelerator, output_dir, train_args)
+    threads, threads_reason = set_threads(accelerator, train_args.num_threads)
+    checkpoint = prepare_output_dir(accelerator, output_dir, train_args)
     if main:
         output_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(output_dir)
     set_seed(train_args.seed)
-    echo = _is_echo(data_args)
+    echo = is_echo(data_args)
     filled_defaults = resolve_defaults(model_args, train_args, echo)
 
     # ---- data and tokenizer
@@ -406,20 +147,20 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         with accelerator.main_process_first():
             raw = load_raw_datasets(data_args)
     except Exception as err:  # the data module's messages name the file, row and column
-        raise UsageError(_one_line(err)) from err
+        raise UsageError(one_line(err)) from err
     if "train" not in raw or len(raw["train"]) == 0:
         raise UsageError("the training split is missing or empty: give --train_file or --dataset_name with a "
                          "non-empty train split")
-    tokenizer = _load_tokenizer(accelerator, model_args, raw, output_dir, checkpoint, echo)
+    tokenizer = load_tokenizer(accelerator, model_args, raw, output_dir, checkpoint, echo)
     try:
         with accelerator.main_process_first():
             tokenized = tokenize_datasets(raw, tokenizer, data_args)
     except Exception as err:
-        raise UsageError(_one_line(err)) from err
+        raise UsageError(one_line(err)) from err
 
     # ---- model, optimizer, schedule
     set_seed(train_args.seed)
-    model = _build_model(model_args, data_args, tokenizer, checkpoint, echo)
+    model = build_model(model_args, data_args, tokenizer, checkpoint, echo)
     if model.config.decoder_mode == "nat" and train_args.scheduled_sampling != "none":
         raise UsageError("--scheduled_sampling applies to the autoregressive objective; this model has "
                          "decoder_mode='nat' (use ar or hybrid)")
@@ -429,7 +170,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                              "model earns no reward): give --model_name_or_path")
         if model.config.decoder_mode == "nat":
             raise UsageError("--objective rl trains the autoregressive decoder; this model has decoder_mode='nat'")
-    decodings = parse_decodings(train_args.eval_decoding or _default_decodings(model))
+    decodings = parse_decodings(train_args.eval_decoding or default_decodings(model))
     for name in [n for n, kw in decodings.items() if kw.get("non_autoregressive")]:
         if getattr(model, "length_predictor", None) is None:
             logger.warning("--eval_decoding %s skipped: NAT decoding needs a model with a length predictor "
@@ -462,7 +203,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     if train_args.scheduled_sampling != "none" and ss_k is None:
         ss_k = default_schedule_k(train_args.scheduled_sampling, max_steps, train_args.scheduled_sampling_min_prob)
 
-    optimizer = _optimizer(model, train_args)
+    optimizer = build_optimizer(model, train_args)
     scheduler = build_scheduler(optimizer, train_args.lr_scheduler, train_args.warmup_steps, max_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     # Not prepared: accelerate would step a prepared scheduler once per process and update.
@@ -476,7 +217,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         try:
             sampler.load_state_dict(state.sampler)
         except ValueError as err:
-            raise UsageError(f"--resume {checkpoint}: {_one_line(err)}; resume with the same data, --seed, "
+            raise UsageError(f"--resume {checkpoint}: {one_line(err)}; resume with the same data, --seed, "
                              "--max_tokens, --max_sentences and number of processes") from err
         if main:
             logger.warning("resuming from %s (step %d, epoch %d)", checkpoint, state.step, state.epoch)
@@ -518,7 +259,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     if echo:
         for split in ("validation", "test", OOD_SPLIT):
             if split in tokenized:
-                entities[split] = _echo_entities(tokenized[split], split)
+                entities[split] = echo_entities(tokenized[split], split)
     max_new_tokens = train_args.eval_max_new_tokens or data_args.max_target_length
     checkpoint_extra = {"run": run_info["resolved"], "selection_metric": f"validation/{selection_key}/bleu"}
 
@@ -647,7 +388,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             log_sums, log_count, log_tokens, log_start = {}, 0, 0, time.perf_counter()
             log_excluded = excluded[0]
 
-    def step_boundary(signals: _StopSignals) -> None:
+    def step_boundary(signals: StopSignals) -> None:
         """Evaluate, checkpoint and decide whether to stop, after each update."""
         eval_started = time.perf_counter()
         out_of_time = bool(train_args.max_train_minutes) and state.train_seconds >= 60 * train_args.max_train_minutes
@@ -676,7 +417,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     train_clock = time.perf_counter()
     seconds_at_start = state.train_seconds
     try:
-        with _StopSignals() as signals:
+        with StopSignals() as signals:
             while not done:
                 sampler.set_epoch(state.epoch, start_batch=state.batches_in_epoch)
                 pending: list[dict] = []
@@ -813,14 +554,14 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             write_model_card(output_dir, results, repo_id=repo_id)
         except Exception as err:  # noqa: BLE001 - reported, the model and results.json are already saved
             logger.warning("could not write the model card %s: %s (the model is saved; write it later with "
-                           "copynat-card %s)", output_dir / "README.md", _one_line(err), output_dir)
+                           "copynat-card %s)", output_dir / "README.md", one_line(err), output_dir)
         if repo_id is not None:
             try:
                 info = push_folder(output_dir, repo_id, private=train_args.hub_private_repo, card="keep")
                 results["hub_commit"] = str(info)
                 logger.info("pushed %s to %s", output_dir, info)
             except PushError as err:
-                push_error = (f"--push_to_hub: {_one_line(err)}; the model is saved in {output_dir}: publish it "
+                push_error = (f"--push_to_hub: {one_line(err)}; the model is saved in {output_dir}: publish it "
                               f"later with copynat-push {output_dir} --repo_id {repo_id}")
     if trackers:
         accelerator.end_training()

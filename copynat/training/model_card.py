@@ -291,6 +291,10 @@ _FILE_ROLES = {
     "generation_copynat.py": "modeling code for `trust_remote_code=True`: non-autoregressive decoding",
     "copy_generator.py": "modeling code for `trust_remote_code=True`: the copy mechanism",
     "utf8_validity.py": "modeling code for `trust_remote_code=True`: generate() never breaks a UTF-8 character",
+    "output_head.py": "modeling code for `trust_remote_code=True`: the output head (vocabulary + copy mixture)",
+    "parallel_decoder.py": "modeling code for `trust_remote_code=True`: the length predictor and parallel pass",
+    "monotonic_alignment.py": "modeling code for `trust_remote_code=True`: guided attention, monotonic decoding",
+    "encoder_heads.py": "modeling code for `trust_remote_code=True`: the sequence and token classifiers",
     "results.json": "the measured scores and speed (every number of this card)",
     "metrics.jsonl": "the training log (loss, learning rate, tokens/s, evaluations)",
     "training_args.json": "all arguments of the training run",
@@ -300,7 +304,7 @@ _FILE_ROLES = {
 
 
 def _files(folder: Path) -> list[tuple[str, str]]:
-    from .hub import publishable_files
+    from .model_folder import publishable_files
 
     names = set(publishable_files(folder, check=False)) | {"README.md"}
     out = []
