@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -334,3 +335,14 @@ def test_gradient_accumulation_loss_is_exact():
     halves = sum(model(input_ids=input_ids[i:i + 2], attention_mask=attention_mask[i:i + 2], labels=labels[i:i + 2],
                        num_items_in_batch=total).loss for i in (0, 2))
     torch.testing.assert_close(full, halves)
+
+
+def test_a_corrupt_or_truncated_weights_file_is_named(tmp_path):
+    """safetensors' own message names no file ("incomplete metadata, file not fully covered"): the error names it."""
+    CopyNatForConditionalGeneration(tiny_config()).save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    data = weights.read_bytes()
+    for broken in (data[: len(data) // 2], b"not a safetensors file"):
+        weights.write_bytes(broken)
+        with pytest.raises(OSError, match=rf"{re.escape(str(weights))}: corrupt or truncated .*save the model again"):
+            AutoModelForSeq2SeqLM.from_pretrained(tmp_path)

@@ -36,6 +36,18 @@ def write_remote_code(folder: str | Path, auto_map: dict) -> None:
             shutil.copy(path, Path(folder) / path.name)
 
 
+def corrupt_weights_error(name_or_path, error: Exception) -> OSError | None:
+    """An OSError naming the weights file when `error` is safetensors' own (which names no file: "incomplete
+    metadata, file not fully covered"), else None."""
+    if type(error).__name__ != "SafetensorError":
+        return None
+    folder = Path(str(name_or_path))
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    where = ", ".join(map(str, files)) or f"the weights file (model.safetensors) of {name_or_path}"
+    return OSError(f"{where}: corrupt or truncated ({error}); save the model again, or download it again "
+                   "(from_pretrained(..., force_download=True) for a Hub model)")
+
+
 class CopyNatConfig(PreTrainedConfig):
     r"""
     Configuration of a CopyNat encoder-decoder. Names follow `BartConfig`; the lecture's options are extra fields.
@@ -225,4 +237,4 @@ class CopyNatConfig(PreTrainedConfig):
         return self.decoder_mode in ("nat", "hybrid")
 
 
-__all__ = ["CopyNatConfig", "write_remote_code"]
+__all__ = ["CopyNatConfig", "corrupt_weights_error", "write_remote_code"]

@@ -27,7 +27,7 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import PreTrainedModel
 
-from .configuration_copynat import CopyNatConfig, write_remote_code
+from .configuration_copynat import CopyNatConfig, corrupt_weights_error, write_remote_code
 from .copy_generator import CopyGenerator
 from .generation_copynat import CACHE_NAME, autoregressive_generate, non_autoregressive_generate, pop_nat_arguments
 from .monotonic_alignment import MonotonicAttention, guided_attention_loss
@@ -309,6 +309,12 @@ class DecoderLayer(GradientCheckpointingLayer):
 # --- Masks -----------------------------------------------------------------------------------------------------------
 
 
+def all_true_on_cpu(mask: torch.Tensor) -> bool:
+    """Whether a mask hides nothing, asked only of a CPU tensor: on an accelerator the answer is a host sync, dearer
+    than applying the mask."""
+    return mask.device.type == "cpu" and bool(mask.all())
+
+
 def source_padding_mask(attention_mask: torch.Tensor | None, source_ids: torch.Tensor | None, pad_token_id: int | None):
     """[batch, src] bool, True at real tokens. A 3-D (graph) mask does not say which positions are padding, so the
     source ids do; without either, every position is real."""
@@ -328,7 +334,7 @@ def encoder_self_attention_mask(attention_mask: torch.Tensor | None, length: int
     mask = None
     if attention_mask is not None:
         if attention_mask.dim() == 2:
-            if not bool(attention_mask.all()):
+            if not all_true_on_cpu(attention_mask):
                 mask = attention_mask.bool()[:, None, None, :]
         elif attention_mask.dim() == 3:
             eye = torch.eye(length, dtype=torch.bool, device=device)
@@ -449,10 +455,10 @@ class CopyNatDecoder(nn.Module):
                 is_causal = True
             else:
                 self_mask = torch.ones(length, past + length, dtype=torch.bool, device=hidden.device).tril(past)
-        elif not causal and decoder_padding_mask is not None and not bool(decoder_padding_mask.all()):
+        elif not causal and decoder_padding_mask is not None and not all_true_on_cpu(decoder_padding_mask):
             self_mask = decoder_padding_mask.bool()[:, None, None, :]
         cross_mask = None
-        if encoder_padding_mask is not None and not bool(encoder_padding_mask.all()):
+        if encoder_padding_mask is not None and not all_true_on_cpu(encoder_padding_mask):
             cross_mask = encoder_padding_mask[:, None, None, :]
         if cross_attention_floor is not None:  # monotonic decoding: no source position left of the floor
             source = torch.arange(encoder_hidden_states.shape[1], device=hidden.device)
@@ -513,11 +519,14 @@ class CopyNatPreTrainedModel(PreTrainedModel):
             write_remote_code(save_directory, self.config.auto_map)
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """Loads safetensors weights only: pickle checkpoints (.bin) can run code, so they are refused unless the
-        caller passes `use_safetensors=False` explicitly."""
+        caller passes `use_safetensors=False` explicitly. A corrupt or truncated weights file is named."""
         kwargs.setdefault("use_safetensors", True)
-        return super().from_pretrained(*args, **kwargs)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except Exception as err:
+            raise (corrupt_weights_error(pretrained_model_name_or_path, err) or err) from err
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -555,24 +564,14 @@ class CopyNatModel(CopyNatPreTrainedModel):
         return self.encoder
 
     def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        decoder_input_ids: torch.LongTensor | None = None,
-        encoder_outputs: tuple | BaseModelOutput | None = None,
-        past_key_values: Cache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        decoder_inputs_embeds: torch.Tensor | None = None,
-        decoder_padding_mask: torch.Tensor | None = None,
-        causal: bool = True,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        cross_attention_weights_of_last_layer: bool = False,
-        cross_attention_floor: torch.Tensor | None = None,
-        cache: Cache | None = None,
-        **kwargs,
+        self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None, encoder_outputs: tuple | BaseModelOutput | None = None,
+        past_key_values: Cache | None = None, inputs_embeds: torch.Tensor | None = None,
+        decoder_inputs_embeds: torch.Tensor | None = None, decoder_padding_mask: torch.Tensor | None = None,
+        causal: bool = True, use_cache: bool | None = None, output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None, return_dict: bool | None = None,
+        cross_attention_weights_of_last_layer: bool = False, cross_attention_floor: torch.Tensor | None = None,
+        cache: Cache | None = None, **kwargs,
     ) -> Seq2SeqModelOutput:
         past_key_values = cache if past_key_values is None else past_key_values
         if encoder_outputs is None:
@@ -630,30 +629,30 @@ class CopyNatForConditionalGeneration(OutputHead, ParallelDecoder, CopyNatPreTra
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.lm_head = new_embeddings
 
+    def _check_ids(self, input_ids: torch.Tensor, labels: torch.Tensor | None) -> None:
+        vocab = self.config.vocab_size
+        if labels is not None:
+            bad = (labels != -100) & ((labels < 0) | (labels >= vocab))
+            if bool(bad.any()):
+                raise ValueError(f"labels hold ids outside [0, vocab_size={vocab}) (e.g. {int(labels[bad][0])}); "
+                                 "was the tokenizer trained with a larger vocabulary?")
+        if bool(((input_ids < 0) | (input_ids >= vocab)).any()):
+            raise ValueError(f"input_ids hold ids outside [0, vocab_size={vocab})")
+
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
 
     # --- forward ------------------------------------------------------------------------------------------------------
 
     def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        decoder_input_ids: torch.LongTensor | None = None,
-        decoder_attention_mask: torch.Tensor | None = None,
-        encoder_outputs: tuple | BaseModelOutput | None = None,
-        past_key_values: Cache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        decoder_inputs_embeds: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        output_copy_info: bool = False,
-        return_dict: bool | None = None,
-        return_logits: bool = True,
-        cache: Cache | None = None,
-        **kwargs,
+        self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.LongTensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: tuple | BaseModelOutput | None = None, past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None, decoder_inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None, use_cache: bool | None = None,
+        output_attentions: bool | None = None, output_hidden_states: bool | None = None,
+        output_copy_info: bool = False, return_dict: bool | None = None, return_logits: bool = True,
+        cache: Cache | None = None, **kwargs,
     ) -> CopyNatSeq2SeqLMOutput:
         r"""
         labels (`torch.LongTensor` of shape `[batch, tgt]`, -100 = ignored): target tokens. The losses follow
@@ -676,12 +675,10 @@ class CopyNatForConditionalGeneration(OutputHead, ParallelDecoder, CopyNatPreTra
             use_cache = False
             if labels.dim() != 2:
                 raise ValueError(f"labels must be [batch, target_length]; got shape {tuple(labels.shape)}")
-            bad = (labels != -100) & ((labels < 0) | (labels >= config.vocab_size))
-            if bool(bad.any()):
-                raise ValueError(f"labels hold ids outside [0, vocab_size={config.vocab_size}) (e.g. "
-                                 f"{int(labels[bad][0])}); was the tokenizer trained with a larger vocabulary?")
-        if input_ids is not None and bool(((input_ids < 0) | (input_ids >= config.vocab_size)).any()):
-            raise ValueError(f"input_ids hold ids outside [0, vocab_size={config.vocab_size})")
+        # Ids outside the vocabulary get a clear error, checked where that is free: CPU tensors, or not training (a
+        # check on an accelerator is a host sync; copynat-train's data pipeline only makes ids of its tokenizer).
+        if input_ids is not None and (input_ids.device.type == "cpu" or not self.training):
+            self._check_ids(input_ids, labels)
         if encoder_outputs is None:
             encoder_outputs = self.model.encoder(input_ids=input_ids, attention_mask=attention_mask,
                                                  inputs_embeds=inputs_embeds, output_attentions=output_attentions,

@@ -314,6 +314,8 @@ class TrainArguments:
     progress_bar: bool = _arg(True, "Show a tqdm progress bar (loss, tokens/s, ETA).")
     num_threads: int | None = _arg(None, "CPU threads per process (default: all available cores / processes).")
     dataloader_num_workers: int = _arg(0, "DataLoader worker processes (0 = load in the training process).")
+    torch_compile: bool = _arg(False, "Compile the model's forward with torch.compile (dynamic shapes: the token-budget "
+                                      "batches vary). Slow to start; pays on GPUs, rarely on a CPU.")
     log_example_ids: bool = _arg(False, "Write the training example ids each process consumed to "
                                         "output_dir/example_ids/rank-R.txt (to check data sharding).")
     # --- hub ---

@@ -189,7 +189,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     # accelerator.prepare (that would shard it a second time). Its own generator keeps the global RNG untouched.
     loader = torch.utils.data.DataLoader(
         train_data.select_columns(["input_ids", "labels"]), batch_sampler=sampler, collate_fn=collator,
-        num_workers=train_args.dataloader_num_workers, generator=torch.Generator().manual_seed(train_args.seed))
+        num_workers=train_args.dataloader_num_workers, generator=torch.Generator().manual_seed(train_args.seed),
+        pin_memory=accelerator.device.type == "cuda")  # so that the copy to the GPU can overlap (non_blocking)
     steps_per_epoch = max(1, math.ceil(len(sampler) / train_args.gradient_accumulation_steps))
     if train_args.max_steps is not None:
         max_steps = train_args.max_steps
@@ -205,6 +206,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
 
     optimizer = build_optimizer(model, train_args)
     scheduler = build_scheduler(optimizer, train_args.lr_scheduler, train_args.warmup_steps, max_steps)
+    if train_args.torch_compile:
+        model.compile(dynamic=True)
     model, optimizer = accelerator.prepare(model, optimizer)
     # Not prepared: accelerate would step a prepared scheduler once per process and update.
     accelerator.register_for_checkpointing(scheduler)
@@ -299,23 +302,35 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     progress = tqdm(total=max_steps, initial=state.step, desc="copynat-train", unit="step", dynamic_ncols=True,
                     disable=not (main and train_args.progress_bar))
     ga = train_args.gradient_accumulation_steps
-    log_sums: dict[str, float] = {}
+    # Per-update values stay on the device as tensors and are summed there; they reach the host (one sync) only on
+    # logging steps. Token counts come from the batches before they move (CPU tensors: no device sync either).
+    log_sums: dict[str, torch.Tensor] = {}
     log_count, log_tokens, log_start, log_excluded = 0, 0, time.perf_counter(), 0.0
     example_ids: list[int] = []
     ss_generator = None
     done = state.step >= max_steps
+    # How often processes agree on stopping (time budget, a signal): a collective is a host sync.
+    agree_every = 1 if accelerator.num_processes == 1 else max(1, min(train_args.logging_steps, 10))
+    device = accelerator.device
+    non_blocking = device.type == "cuda"
+    last_lr = [scheduler.get_last_lr()[0]]
 
     def decode_text(ids: torch.Tensor) -> list[str]:
         ids = ids.masked_fill(ids == -100, tokenizer.pad_token_id)
         return [text.strip() for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
-    def update(batches: list[dict]) -> dict[str, float]:
+    def add(values: dict, name: str, value) -> None:
+        values[name] = values[name] + value if name in values else value
+
+    def update(batches: list[dict]) -> tuple[dict, torch.Tensor]:
+        """One optimizer update over `batches` (gradient accumulation); returns ({name: device tensor}, tokens)."""
         model.train()
-        values: dict[str, float] = {}
+        values: dict[str, torch.Tensor] = {}
+        tokens = sum(batch["attention_mask"].sum() + (batch["labels"] != -100).sum() for batch in batches)
         prob = teacher_forcing_prob(state.step, train_args.scheduled_sampling, ss_k,
                                     train_args.scheduled_sampling_min_prob)
         for index, batch in enumerate(batches):
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            batch = {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
             sync = contextlib.nullcontext() if index == len(batches) - 1 else accelerator.no_sync(model)
             with sync:
                 if prob < 1.0:
@@ -323,8 +338,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                         decoder_input_ids, replaced = scheduled_sampling_decoder_inputs(unwrapped, batch, prob,
                                                                                         ss_generator)
                     batch["decoder_input_ids"] = decoder_input_ids
-                    values["replaced_fraction"] = values.get("replaced_fraction", 0.0) + float(
-                        replaced.sum() / max(1, int((batch["labels"] != -100).sum()))) / len(batches)
+                    targets = (batch["labels"] != -100).sum().clamp_min(1)
+                    add(values, "replaced_fraction", replaced.sum() / targets / len(batches))
                 output = model(**batch, return_logits=False)  # the loss only: no [batch, tgt, vocab] mixture
                 loss = output.loss
                 if train_args.objective == "rl":
@@ -333,78 +348,86 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                         decode_text, metric=train_args.rl_reward, max_new_tokens=max_new_tokens)
                     loss = (1.0 - train_args.rl_weight) * loss + train_args.rl_weight * rl_loss
                     for key, value in rewards.items():
-                        values[key] = values.get(key, 0.0) + value / len(batches)
+                        add(values, key, torch.tensor(value / len(batches)))
                 accelerator.backward(loss / len(batches))
             for name in ("loss", "ar_loss", "nat_loss", "length_loss"):
                 value = output.loss if name == "loss" else getattr(output, name, None)
                 if value is not None:
-                    values[name] = values.get(name, 0.0) + float(value.detach()) / len(batches)
-            values["tokens"] = values.get("tokens", 0) + int(batch["attention_mask"].sum()) + int(
-                (batch["labels"] != -100).sum())
+                    add(values, name, value.detach() / len(batches))
         if train_args.max_grad_norm > 0:
-            norm = accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm)
-            values["grad_norm"] = float(norm)
-        values["learning_rate"] = scheduler.get_last_lr()[0]
+            values["grad_norm"] = accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm).detach()
+        last_lr[0] = scheduler.get_last_lr()[0]  # the rate of this update (a Python float: no sync)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        values["teacher_forcing_prob"] = prob
-        return values
+        return values, tokens
 
-    def after_update(values: dict[str, float]) -> None:
-        nonlocal log_sums, log_count, log_tokens, log_start, log_excluded
+    def after_update(values: dict[str, torch.Tensor], tokens: torch.Tensor) -> None:
+        nonlocal log_count, log_tokens
         state.step += 1
         progress.update(1)
         log_count += 1
-        tokens = values.pop("tokens")
-        log_tokens += tokens
-        if accelerator.num_processes > 1:
-            tokens = int(accelerator.reduce(torch.tensor([tokens], device=accelerator.device), reduction="sum").item())
-        state.train_tokens += tokens
+        log_tokens = log_tokens + tokens
         for key, value in values.items():
-            log_sums[key] = log_sums.get(key, 0.0) + value
+            add(log_sums, key, value)
         if state.step % train_args.logging_steps == 0 or state.step >= max_steps:
-            elapsed = time.perf_counter() - log_start - (excluded[0] - log_excluded)
-            averages = torch.tensor([log_sums.get(k, 0.0) / log_count for k in ("loss", "ar_loss", "nat_loss",
-                                                                                  "length_loss")] + [log_tokens],
-                                    dtype=torch.float64, device=accelerator.device)
-            if accelerator.num_processes > 1:
-                averages = accelerator.reduce(averages, reduction="sum")
-                averages[:4] /= accelerator.num_processes
-            record = {k: round(float(v), 5) for k, v in zip(("loss", "ar_loss", "nat_loss", "length_loss"),
-                                                            averages[:4].tolist()) if k in log_sums}
-            tokens_per_second = float(averages[4]) / max(elapsed, 1e-9)
-            record.update(learning_rate=values["learning_rate"], tokens_per_second=round(tokens_per_second, 1),
-                          steps_per_second=round(log_count / max(elapsed, 1e-9), 3))
-            if "grad_norm" in log_sums:
-                record["grad_norm"] = round(log_sums["grad_norm"] / log_count, 4)
-            if train_args.objective == "rl":
-                record.update({key: round(log_sums[key] / log_count, 4) for key in ("reward_sample", "reward_greedy")})
-            if train_args.scheduled_sampling != "none":
-                record["teacher_forcing_prob"] = round(values["teacher_forcing_prob"], 4)
-                record["replaced_fraction"] = round(log_sums.get("replaced_fraction", 0.0) / log_count, 4)
-            metrics_log.write("train", state.step, record, epoch=state.epoch, time=round(state.train_seconds, 2))
-            progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tokens_per_second:,.0f}")
-            log_sums, log_count, log_tokens, log_start = {}, 0, 0, time.perf_counter()
-            log_excluded = excluded[0]
+            log_now()
+
+    def log_now() -> None:
+        """Write the averages since the last logging step: the only place the step values reach the host."""
+        nonlocal log_sums, log_count, log_tokens, log_start, log_excluded
+        if log_count == 0:
+            return
+        elapsed = time.perf_counter() - log_start - (excluded[0] - log_excluded)
+        names = sorted(log_sums)
+        averages = torch.stack([log_sums[k].float().to(device) / log_count for k in names]
+                               + [torch.as_tensor(log_tokens, dtype=torch.float32, device=device)]).double()
+        if accelerator.num_processes > 1:
+            averages = accelerator.reduce(averages, reduction="sum")
+            averages[:-1] /= accelerator.num_processes
+        numbers = averages.tolist()  # one host sync for the whole record
+        averaged, all_tokens = dict(zip(names, numbers[:-1])), numbers[-1]
+        state.train_tokens += int(all_tokens)
+        record = {k: round(averaged[k], 5) for k in ("loss", "ar_loss", "nat_loss", "length_loss") if k in averaged}
+        tokens_per_second = all_tokens / max(elapsed, 1e-9)
+        record.update(learning_rate=last_lr[0], tokens_per_second=round(tokens_per_second, 1),
+                      steps_per_second=round(log_count / max(elapsed, 1e-9), 3))
+        if "grad_norm" in averaged:
+            record["grad_norm"] = round(averaged["grad_norm"], 4)
+        if train_args.objective == "rl":
+            record.update({key: round(averaged[key], 4) for key in ("reward_sample", "reward_greedy")})
+        if train_args.scheduled_sampling != "none":
+            record["teacher_forcing_prob"] = round(teacher_forcing_prob(
+                state.step - 1, train_args.scheduled_sampling, ss_k, train_args.scheduled_sampling_min_prob), 4)
+            record["replaced_fraction"] = round(averaged.get("replaced_fraction", 0.0), 4)
+        metrics_log.write("train", state.step, record, epoch=state.epoch, time=round(state.train_seconds, 2))
+        progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tokens_per_second:,.0f}")
+        log_sums, log_count, log_tokens, log_start = {}, 0, 0, time.perf_counter()
+        log_excluded = excluded[0]
+
+    def agreed(flag: bool) -> bool:
+        """True when any process raised `flag` (every process gets the same answer)."""
+        if accelerator.num_processes == 1:
+            return flag
+        return bool(accelerator.reduce(torch.tensor([float(flag)], device=device), reduction="sum").item() > 0)
 
     def step_boundary(signals: StopSignals) -> None:
         """Evaluate, checkpoint and decide whether to stop, after each update."""
         eval_started = time.perf_counter()
-        out_of_time = bool(train_args.max_train_minutes) and state.train_seconds >= 60 * train_args.max_train_minutes
-        if accelerator.num_processes > 1:  # clocks differ between processes: stop together when one is out of time
-            flag = torch.tensor([float(out_of_time)], device=accelerator.device)
-            out_of_time = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+        last = state.step >= max_steps
+        out_of_time = stop_requested = False
+        if state.step % agree_every == 0 or last:  # clocks and signals differ between processes: stop together
+            out_of_time = agreed(bool(train_args.max_train_minutes)
+                                 and state.train_seconds >= 60 * train_args.max_train_minutes)
+            stop_requested = agreed(signals.requested is not None)  # a signal may reach only one process
         if out_of_time and state.stop_reason is None:
             state.stop_reason = "time_budget"
-        last = state.step >= max_steps or out_of_time
+        last = last or out_of_time
+        if (last or stop_requested) and state.step % train_args.logging_steps != 0:
+            log_now()
         improved = False
         if state.step % eval_steps == 0 or last:
             improved = run_evaluation()
-        stop_requested = signals.requested is not None
-        if accelerator.num_processes > 1:  # every process must agree to stop (a signal may reach only one)
-            flag = torch.tensor([float(stop_requested)], device=accelerator.device)
-            stop_requested = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
         if stop_requested and state.stop_reason is None:
             state.stop_reason = "interrupted"
         if state.step % save_steps == 0 or improved or last or state.stop_reason is not None:
@@ -428,9 +451,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                         example_ids.extend(sampler_batch_ids(sampler, state.batches_in_epoch - 1))
                     if len(pending) < ga:
                         continue
-                    values = update(pending)
+                    values, tokens = update(pending)
                     pending = []
-                    after_update(values)
+                    after_update(values, tokens)
                     state.train_seconds = seconds_at_start + time.perf_counter() - train_clock - excluded[0]
                     step_boundary(signals)
                     if state.step >= max_steps or state.stop_reason is not None:
@@ -438,8 +461,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                         break
                 else:
                     if pending:  # the epoch's last, smaller accumulation group
-                        values = update(pending)
-                        after_update(values)
+                        values, tokens = update(pending)
+                        after_update(values, tokens)
                         state.train_seconds = seconds_at_start + time.perf_counter() - train_clock - excluded[0]
                         state.epoch += 1
                         state.batches_in_epoch = 0
