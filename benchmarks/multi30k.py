@@ -6,7 +6,9 @@
     python benchmarks/multi30k.py --at_only                     # step (1) only: the 30-minute comparison with Bart
 
 Steps: (1) train the AT+copy teacher on train, select on val by BLEU; (2) distill the training set with the
-teacher's beam-4 outputs (copynat-distill); (3) train a hybrid (AT + NAT) model on the distilled targets;
+teacher's beam-4 outputs (copynat-distill); (3) train a hybrid (AT + NAT) student on the distilled targets, by
+default from the teacher's weights (its length predictor fresh) with glancing training (GLAT); `--student_init
+scratch`, `--nat_training cmlm` and `--distill original` are the ablations (`--tag` keeps their results apart);
 (4) score test_2016_flickr with sacreBLEU (13a, cased): AT greedy, AT beam 4, NAT one pass, mask-predict 4 and 10
 iterations, with decode times. The data is read in place from shared/, never copied into the repo.
 
@@ -51,6 +53,15 @@ def main() -> None:
     parser.add_argument("--num_eval_samples", type=int, default=300,
                         help="validation sentences decoded at each periodic evaluation (the final one uses all)")
     parser.add_argument("--distill_beams", type=int, default=4, help="teacher beam size for distillation")
+    parser.add_argument("--student_init", choices=("teacher", "scratch"), default="teacher",
+                        help="the hybrid student starts from the AT teacher's weights (its length predictor fresh) "
+                             "or from scratch")
+    parser.add_argument("--nat_training", choices=("glancing", "cmlm"), default="glancing",
+                        help="how the student's NAT objective hides targets: glancing (GLAT) or CMLM masking")
+    parser.add_argument("--distill", choices=("distilled", "original"), default="distilled",
+                        help="the student learns the teacher's outputs (sequence-level distillation) or the "
+                             "original training targets")
+    parser.add_argument("--tag", default="", help="suffix of the results files and the student folder (ablations)")
     parser.add_argument("--max_tokens", type=int, default=1536,
                         help="tokens per batch (~90 sentences: about the Bart peer's 1,617 updates in 30 minutes)")
     parser.add_argument("--learning_rate", type=float, default=1e-3)
@@ -116,26 +127,32 @@ def main() -> None:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "multi30k_distill.json").write_text(json.dumps({"seconds": distill_seconds}) + "\n")
 
-    student_dir = args.output_dir / "hybrid-nat"
-    student = train(*parse_train_args(common + student_budget + data_flags(args.data, str(distilled)) + [
+    student_dir = args.output_dir / f"hybrid-nat{args.tag}"
+    init = (["--model_name_or_path", str(teacher_dir)] if args.student_init == "teacher"
+            else ["--tokenizer_name_or_path", str(teacher_dir)])
+    targets = str(distilled) if args.distill == "distilled" else None
+    student = train(*parse_train_args(common + student_budget + data_flags(args.data, targets) + init + [
         "--output_dir", str(student_dir), "--overwrite_output_dir", "true", "--decoder_mode", "hybrid",
-        "--tokenizer_name_or_path", str(teacher_dir), "--eval_decoding", DECODINGS]))
+        "--nat_training", args.nat_training, "--eval_decoding", DECODINGS]))
 
     rows = test_rows("AT + copy", teacher) + test_rows("hybrid NAT (distilled)", student)
+    recipe = (f"student from {'the teacher' if args.student_init == 'teacher' else 'scratch'}, {args.nat_training}, "
+              + (f"distillation beam {args.distill_beams}" if args.distill == "distilled" else "original targets"))
     lines = [f"# Multi30k En->De, test_2016_flickr (sacreBLEU 13a, cased), preset {args.preset}, training budget "
              f"{args.budget_minutes:g} min (AT+copy) / {args.student_budget_minutes or args.budget_minutes:g} min "
-             f"(hybrid NAT), distillation beam {args.distill_beams}" + (" — quick smoke run" if args.quick else ""), ""]
+             f"(hybrid NAT), {recipe}" + (" — quick smoke run" if args.quick else ""), ""]
     lines += table_lines(rows) + ["", f"distillation of the training set: {distill_seconds:.0f} s; whole benchmark "
                                   f"{(time.time() - started) / 60:.1f} min. Peer: Bart 32.3 greedy / 33.9 beam 4 after "
                                   "30 min."] + name_lines(names)
-    publish("multi30k_quick" if args.quick else "multi30k", lines, {
-        "rows": rows, "budget_minutes": args.budget_minutes, "name_keeping": names,
+    publish(("multi30k_quick" if args.quick else "multi30k") + args.tag, lines, {
+        "rows": rows, "budget_minutes": args.budget_minutes, "name_keeping": names, "recipe": recipe,
+        "student_init": args.student_init, "nat_training": args.nat_training, "distill": args.distill,
         "student_budget_minutes": args.student_budget_minutes or args.budget_minutes,
         "distill_beams": args.distill_beams, "distill_seconds": distill_seconds,
         "validation": {name: run["metrics"].get("validation") for name, run in (("at_copy", teacher),
                                                                                 ("hybrid_nat", student))},
         "training": {"at_copy": teacher["training"], "hybrid_nat": student["training"]}})
-    if not args.quick:
+    if not args.quick and not args.tag:
         from copynat.training.model_card import write_reference_card
 
         write_reference_card(teacher_dir, "multi30k-en-de-at-copy", **reference_card_fields(args))

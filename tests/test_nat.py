@@ -406,3 +406,44 @@ print("ok")
     result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_glancing_reveals_more_reference_tokens_where_the_first_pass_is_wrong(monkeypatch):
+    """GLAT: a sentence the first parallel pass gets right is learned with nothing shown, one it gets wrong with
+    ratio x errors reference tokens shown as decoder inputs; the loss is on the others."""
+    model = CopyNatForConditionalGeneration(tiny_config(decoder_mode="hybrid", nat_training="glancing",
+                                                        glancing_ratio=0.5)).eval()
+    labels = torch.randint(5, VOCAB, (3, 8), generator=torch.Generator().manual_seed(4))
+    wrong_count = {0: 0, 1: 4, 2: 8}
+    guess = labels.clone()
+    for row, wrong in wrong_count.items():
+        guess[row, :wrong] = (labels[row, :wrong] + 1 - 5) % (VOCAB - 5) + 5  # a different token
+    monkeypatch.setattr(model, "most_likely_tokens", lambda head, source_ids, overwrite_logits=False: (
+        torch.zeros(guess.shape), guess))
+    encoder = model.model.encoder(input_ids=labels)
+    tokens, predicted = model.glancing_tokens(labels, encoder.last_hidden_state, labels, None, ratio=0.5)
+    shown = (~predicted).sum(1).tolist()
+    assert shown == [0, 2, 4]  # half of each sentence's errors
+    mask_id = model.config.mask_token_id
+    assert torch.equal(tokens[~predicted], labels[~predicted])  # shown: the reference tokens
+    assert bool((tokens[predicted] == mask_id).all())  # learned: behind <mask>
+    out = model.train()(input_ids=labels, labels=labels)  # the glancing loss trains end to end
+    assert torch.isfinite(out.nat_loss) and out.nat_loss > 0
+
+
+def test_a_student_from_an_at_teacher_keeps_its_at_outputs_before_any_nat_update(tmp_path):
+    """copynat-train --model_name_or_path TEACHER --decoder_mode hybrid: the student loads the teacher's weights, its
+    length predictor starts fresh, and before any update its autoregressive outputs are the teacher's."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    torch.manual_seed(0)
+    teacher = CopyNatForConditionalGeneration(tiny_config(decoder_mode="ar")).eval()
+    assert teacher.length_predictor is None
+    teacher.save_pretrained(tmp_path)
+    student = AutoModelForSeq2SeqLM.from_pretrained(tmp_path, decoder_mode="hybrid", nat_training="glancing").eval()
+    assert student.config.decoder_mode == "hybrid" and student.length_predictor is not None
+    source = torch.randint(5, VOCAB, (3, 7), generator=torch.Generator().manual_seed(1))
+    for settings in ({}, {"num_beams": 3}):
+        assert torch.equal(student.generate(source, max_new_tokens=8, **settings),
+                           teacher.generate(source, max_new_tokens=8, **settings)), settings
+    assert student.generate(source, non_autoregressive=True).shape[0] == 3  # and it can decode in parallel

@@ -192,13 +192,15 @@ def _sample_entity(rng: random.Random, kind: str, split: str, exclude: set[str],
     raise RuntimeError(f"could not sample a {kind!r} entity for split {split!r}")  # pragma: no cover
 
 
-def _fill(rng: random.Random, template: tuple[str, str], fillers: dict[str, tuple[str, str]]) -> dict:
-    """One example from a template pair and its slot values ``{slot: (entity, category)}``."""
+def _fill(rng: random.Random, template: tuple[str, str], fillers: dict[str, tuple[str, str]],
+          scored: set[str] | None = None) -> dict:
+    """One example from a template pair and its slot values ``{slot: (entity, category)}``; the entities it lists
+    are those of the `scored` categories (all when None)."""
     source_template, target_template = template
     entities, categories = [], []
     for slot in _SLOT_RE.findall(target_template):
         entity, category = fillers[slot]
-        if entity not in entities:
+        if entity not in entities and (scored is None or category in scored):
             entities.append(entity)
             categories.append(category)
     values = {slot: entity for slot, (entity, _) in fillers.items()}
@@ -243,7 +245,9 @@ def make_echo_examples(num_examples: int, split: str = "train", seed: int = 0) -
 def make_echo_ood_examples(num_examples: int, seed: int = 0) -> list[dict]:
     """Examples whose copied entities come from the out-of-distribution families (never in training), the same
     number of examples per family, in turn.  Each template slot of the family's kind holds one of its entities;
-    other slots hold test-split entities of the training families.  Same columns as :func:`make_echo_examples`."""
+    other slots hold test-split entities of the training families, which the reply must get right too (exact
+    match) but which ``entities`` does not list: the test split scores those.  Same columns as
+    :func:`make_echo_examples`."""
     if num_examples < 0:
         raise ValueError("num_examples must be >= 0")
     rng = random.Random(f"copynat-echo:{seed}:test_ood")
@@ -263,7 +267,7 @@ def make_echo_ood_examples(num_examples: int, seed: int = 0) -> list[dict]:
             else:
                 fillers[slot] = _sample_entity(rng, _SLOT_KIND[slot], "test", used)
             used.add(fillers[slot][0].lower())
-        out.append(_fill(rng, template, fillers))
+        out.append(_fill(rng, template, fillers, scored={family.category}))
     return out
 
 

@@ -10,6 +10,7 @@ POSITION_EMBEDDING_TYPES = ("sinusoidal", "learned", "rotary")
 DECODER_MODES = ("ar", "nat", "hybrid")
 LENGTH_PREDICTIONS = ("absolute", "offset")
 NAT_DECODER_INPUTS = ("mask", "copy_source")
+NAT_TRAININGS = ("cmlm", "glancing")
 ACTIVATIONS = ("relu", "gelu", "gelu_new", "silu", "swish", "tanh")
 DEFAULT_AUTO_MAP = {
     "AutoConfig": "configuration_copynat.CopyNatConfig",
@@ -91,13 +92,18 @@ class CopyNatConfig(PreTrainedConfig):
         length_loss_weight (`float`, 0.1): weight of the length cross-entropy in the NAT loss.
         nat_decoder_inputs (`str`, "mask"): NAT decoder inputs: "<mask>" tokens (conditional masked LM, enables
             mask-predict refinement) or "copy_source" (source embeddings copied uniformly, Gu et al. 2018).
+        nat_training (`str`, "cmlm"): how NAT training hides targets: "cmlm" (a uniformly random number of them,
+            Mask-Predict) or "glancing" (GLAT: after a first parallel pass, reveal `glancing_ratio` x as many
+            reference tokens as the pass got wrong, learn the rest; needs `<mask>` inputs).
+        glancing_ratio (`float`, 0.5): the share of a sentence's errors that glancing reveals.
         guided_attention_weight (`float`, 0.0): weight of the diagonal guided-attention loss on the last decoder
             layer's cross-attention (for monotonic tasks); 0 disables it.
         guided_attention_sigma (`float`, 0.2): width of the diagonal band that the guided-attention loss tolerates.
     Copy mechanism (what makes it copy anything a user types, `copy_generator.py`):
-        copy_continuation_window (`int`, 8): copy continuation: the copy attention reads, for every source position,
-            how many of the last outputs (up to this many) equal the source tokens just before it, so a copy goes on
-            where it stands (token ids only: it holds for tokens never seen in training). 0 disables it.
+        copy_continuation_window (`int`, 0): copy continuation: the copy attention reads, for every source position,
+            how many of the last outputs (up to this many, 8 is a good value) equal the source tokens just before it,
+            so a copy goes on where it stands (token ids only: it holds for tokens never seen in training). 0 (the
+            default) disables it: with `copy_location` it measured no gain (README, "Copying anything").
         copy_previous_token_keys (`bool`, True): each copy-attention key also reads the encoder state of the token
             before it, so the decoder can point at "the token after `am`" where a copy starts.
         copy_location (`bool`, True): location-aware copy attention (Chorowski et al. 2015): each autoregressive step's
@@ -164,9 +170,11 @@ class CopyNatConfig(PreTrainedConfig):
     length_classes: int = 256
     length_loss_weight: float = 0.1
     nat_decoder_inputs: str = "mask"
+    nat_training: str = "cmlm"
+    glancing_ratio: float = 0.5
     guided_attention_weight: float = 0.0
     guided_attention_sigma: float = 0.2
-    copy_continuation_window: int = 8
+    copy_continuation_window: int = 0
     copy_previous_token_keys: bool = True
     copy_respace: bool = True
     copy_location: bool = True
@@ -208,6 +216,7 @@ class CopyNatConfig(PreTrainedConfig):
             fail("label_smoothing", "expected a value in [0, 1)")
         for field, allowed in (("position_embedding_type", POSITION_EMBEDDING_TYPES), ("decoder_mode", DECODER_MODES),
                                ("length_prediction", LENGTH_PREDICTIONS), ("nat_decoder_inputs", NAT_DECODER_INPUTS),
+                               ("nat_training", NAT_TRAININGS),
                                ("activation_function", ACTIVATIONS)):
             if getattr(self, field) not in allowed:
                 fail(field, f"allowed values are {', '.join(map(repr, allowed))}")
@@ -228,6 +237,11 @@ class CopyNatConfig(PreTrainedConfig):
             value = getattr(self, field)
             if value is not None and not 0 <= value < self.vocab_size:
                 fail(field, f"expected an id in [0, vocab_size={self.vocab_size})")
+        if not isinstance(self.glancing_ratio, (int, float)) or not 0.0 <= self.glancing_ratio <= 1.0:
+            fail("glancing_ratio", "expected a share in [0, 1]")
+        if self.nat_training == "glancing" and self.nat_decoder_inputs != "mask":
+            fail("nat_training", "glancing reveals reference tokens among <mask> inputs: it needs "
+                                 "nat_decoder_inputs='mask'")
         if self.decoder_mode != "ar" and self.mask_token_id is None and self.nat_decoder_inputs == "mask":
             fail("mask_token_id", "NAT decoding with <mask> inputs needs a mask token id")
 

@@ -7,9 +7,9 @@ These additions make it copy anything a user types, not just names built like it
 - **location** (Chorowski et al. 2015): each step's copy attention sees where the last step's attended, and the
   decoder state weighs "the same position, the next one, the one after": a copy steps on by one position, even
   through an unseen script whose byte pieces repeat every other position ("à", "¤", "à", ...);
-- **copy continuation**: the copy attention reads, for every source position j, how many of the last outputs equal
-  the source tokens just before j (`copy_runs`). Token ids only, so it holds for tokens the model never saw in
-  training, and for a copy resumed after a piece generated from the vocabulary;
+- **copy continuation** (off by default: no gain measured on top of location): the copy attention reads, for every
+  source position j, how many of the last outputs equal the source tokens just before j (`copy_runs`). Token ids
+  only, so it holds for tokens the model never saw in training;
 - **previous-token keys**: each key also reads the encoder state of the token before it, so the decoder can point
   at "the token after `am`" where a copy starts (in Chinese, where no space marks the start of a name);
 - **coverage** (See et al. 2017, off by default): the copy attention sees how much attention each source position

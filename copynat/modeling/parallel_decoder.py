@@ -89,10 +89,34 @@ class ParallelDecoder:
         masked = (ranks < num_masked[:, None]) & target_mask
         return tokens.masked_fill(masked, self.config.mask_token_id), masked
 
+    def glancing_tokens(self, labels: torch.Tensor, encoder_states, source_ids, source_mask,
+                        ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Glancing training (GLAT, Qian et al. 2021): decode every position at once from `<mask>` inputs (no
+        gradient), count each sentence's wrong tokens, show `ratio` x that many reference tokens (at random positions)
+        as decoder inputs, and learn the others. A sentence the model gets right is learned with little help, one it
+        gets wrong with much. Returns (decoder input tokens, positions to predict)."""
+        target_mask = labels != -100
+        tokens = labels.masked_fill(~target_mask, self.config.pad_token_id)
+        with torch.no_grad():
+            head = self.nat_pass(tokens.masked_fill(target_mask, self.config.mask_token_id), target_mask,
+                                 encoder_states, source_ids, source_mask, mixture=False)
+            _, guess = self.most_likely_tokens(head, source_ids, overwrite_logits=True)
+        wrong = ((guess != tokens) & target_mask).sum(1)
+        shown = (wrong.float() * ratio).long()
+        ranks = torch.rand(labels.shape, device=labels.device).masked_fill(~target_mask, 2.0).argsort(1).argsort(1)
+        revealed = (ranks < shown[:, None]) & target_mask
+        predicted = target_mask & ~revealed
+        return tokens.masked_fill(predicted, self.config.mask_token_id), predicted
+
     def nat_losses(self, labels, length_logits, encoder_states, source_ids, source_mask, mixture=True):
         """(the pass's HeadOutput, {"nat_loss", "length_loss"}): the cross-entropy of the hidden targets (a mean over
-        them) and of the target length (a mean over the batch)."""
-        tokens, predicted = self.nat_training_tokens(labels)
+        them) and of the target length (a mean over the batch). The hidden targets: conditional masked LM, or with
+        `nat_training="glancing"` what glancing leaves unseen."""
+        if self.config.nat_training == "glancing":
+            tokens, predicted = self.glancing_tokens(labels, encoder_states, source_ids, source_mask,
+                                                     self.config.glancing_ratio)
+        else:
+            tokens, predicted = self.nat_training_tokens(labels)
         head = self.nat_pass(tokens, labels != -100, encoder_states, source_ids, source_mask, mixture=mixture)
         nat_loss = self.token_loss(head, labels.masked_fill(~predicted, -100), source_ids, source_mask)
         source_lengths = source_mask.sum(1) if source_mask is not None else torch.full_like(labels[:, 0],

@@ -63,10 +63,6 @@ DEFAULT_LABEL_SMOOTHING = 0.1
 ECHO_VOCAB_SIZE = 2000
 ECHO_MAX_TOKENS = 1024
 ECHO_LABEL_SMOOTHING = 0.0
-#: ... and an output projection of its own: a piece that no training text holds (a script never seen) then keeps
-#: its random input embedding, instead of drifting, with every other such piece, towards where the output softmax
-#: pushes all never-emitted pieces (tied, their embeddings end up alike and the copy cannot tell them apart).
-ECHO_TIE_WORD_EMBEDDINGS = False
 
 
 def _arg(default: Any, help: str, **extra: Any) -> Any:
@@ -88,13 +84,15 @@ _CONFIG_FIELDS = (
     "activation_dropout", "max_position_embeddings", "label_smoothing", "use_copy_mechanism", "decoder_mode",
     "length_prediction", "length_loss_weight", "nat_decoder_inputs", "guided_attention_weight",
     "position_embedding_type", "normalize_before", "encoder_attention_window", "tie_word_embeddings",
-    "copy_continuation_window", "copy_coverage", "coverage_loss_weight", "copy_respace", "copy_previous_token_keys", "copy_location",
+    "nat_training", "glancing_ratio", "copy_continuation_window", "copy_coverage", "coverage_loss_weight",
+    "copy_respace", "copy_previous_token_keys", "copy_location",
 )
 #: Config fields that may change when fine-tuning a saved model (the rest would not match its weights).
 #: decoder_mode / use_copy_mechanism may be switched on: the new head (length predictor, copy gate) starts random.
 FINETUNE_FIELDS = (
     "dropout", "attention_dropout", "activation_dropout", "label_smoothing", "length_loss_weight",
     "guided_attention_weight", "decoder_mode", "use_copy_mechanism", "length_prediction", "nat_decoder_inputs",
+    "nat_training", "glancing_ratio",
 )
 
 
@@ -144,15 +142,17 @@ class ModelArguments:
     nat_decoder_inputs: str | None = _arg(None, "NAT decoder inputs: mask (enables mask-predict) or copy_source.",
                                           choices=["mask", "copy_source"])
     guided_attention_weight: float | None = _arg(None, "Weight of the diagonal guided-attention loss (default 0).")
+    nat_training: str | None = _arg(None, "How NAT training hides targets: cmlm (Mask-Predict, the default) or "
+                                          "glancing (GLAT).", choices=["cmlm", "glancing"])
+    glancing_ratio: float | None = _arg(None, "Glancing: the share of a first pass's errors revealed (default 0.5).")
     position_embedding_type: str | None = _arg(None, "Positions: sinusoidal, learned or rotary (default sinusoidal).",
                                                choices=["sinusoidal", "learned", "rotary"])
     normalize_before: bool | None = _arg(None, "Pre-LN (true) or post-LN as in the paper (false, the default).")
     encoder_attention_window: int | None = _arg(None, "Truncated encoder self-attention: distance k (default: full).")
-    tie_word_embeddings: bool | None = _arg(None, "Share the output projection with the embedding (default true; false "
-                                                  "for the embedded echo task).")
+    tie_word_embeddings: bool | None = _arg(None, "Share the output projection with the embedding (default true).")
     copy_continuation_window: int | None = _arg(
         None, "Copy continuation: the copy attention reads how many of the last outputs match the source just before "
-              "each position, up to this many (default 8; 0 = off).")
+              "each position, up to this many (default 0 = off; 8 is a good value).")
     copy_coverage: bool | None = _arg(None, "Coverage (See et al. 2017) in the copy attention, with its loss "
                                             "(default false).")
     coverage_loss_weight: float | None = _arg(None, "Weight of the coverage loss (default 1.0).")
@@ -180,9 +180,8 @@ class ModelArguments:
 
     def new_model_config(self, echo: bool = False) -> dict[str, Any]:
         """Preset values, then copynat's training defaults, then the overrides (no vocabulary yet)."""
-        defaults = ({"label_smoothing": ECHO_LABEL_SMOOTHING, "tie_word_embeddings": ECHO_TIE_WORD_EMBEDDINGS} if echo
-                    else {"label_smoothing": DEFAULT_LABEL_SMOOTHING})
-        return {**PRESETS[self.preset], **defaults, **self.config_overrides()}
+        smoothing = ECHO_LABEL_SMOOTHING if echo else DEFAULT_LABEL_SMOOTHING
+        return {**PRESETS[self.preset], "label_smoothing": smoothing, **self.config_overrides()}
 
 
 # ------------------------------------------------------------------------------------------ train
