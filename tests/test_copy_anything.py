@@ -65,6 +65,35 @@ def test_generate_with_cache_equals_without_for_every_copy_addition():
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("copy_settings", [None, {}, ALL_ON], ids=["no-copy", "copy-defaults", "copy-all-on"])
+def test_static_kv_cache_decodes_as_the_dynamic_one(copy_settings):
+    """generate(cache_implementation="static") preallocates the decoder's keys and values (the shape CUDA graphs
+    need): the unwritten slots are masked, so greedy and beam search give the dynamic cache's tokens and scores."""
+    torch.manual_seed(1)
+    model = (_random_model(**copy_settings) if copy_settings is not None
+             else CopyNatForConditionalGeneration(tiny_config(use_copy_mechanism=False)).eval())
+    if copy_settings is None:
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(torch.randn_like(parameter) * 0.3)
+    source = torch.randint(5, VOCAB, (3, 9))
+    for settings in ({}, {"num_beams": 3, "num_return_sequences": 2}):
+        dynamic = model.generate(source, max_new_tokens=10, output_scores=True, return_dict_in_generate=True,
+                                 **settings)
+        static = model.generate(source, max_new_tokens=10, output_scores=True, return_dict_in_generate=True,
+                                cache_implementation="static", **settings)
+        assert torch.equal(static.sequences, dynamic.sequences), settings
+        for a, b in zip(static.scores, dynamic.scores):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    model.generation_config.cache_implementation = "static"  # as a saved generation_config.json would set it
+    assert torch.equal(model.generate(source, max_new_tokens=10), dynamic_greedy := model.generate(
+        source, max_new_tokens=10, cache_implementation="dynamic"))
+    assert dynamic_greedy.shape[0] == 3
+    if copy_settings is not None:
+        with pytest.raises(ValueError, match="cache_implementation='offloaded'"):
+            model.generate(source, max_new_tokens=4, cache_implementation="offloaded")
+
+
 def test_coverage_cache_reorders_repeats_and_crops_its_history():
     cache = CopyNatCache(tiny_config())
     cache.append("copy_attention", torch.tensor([[[0.5, 0.5]], [[1.0, 0.0]]]))

@@ -17,9 +17,11 @@ def test_guided_attention_loss_is_present_and_decreases():
     before = model(input_ids=source, labels=target).guided_attention_loss
     plain = CopyNatForConditionalGeneration(tiny_config())(input_ids=source, labels=target)
     assert before is not None and before > 0 and plain.guided_attention_loss is None
-    train_steps(model, 150, lambda step: copy_task_batch(16, 8, g))
+    # 300 steps: well past the fall that comes near step 150 (0.58 -> 0.37 on torch 2.11 at 150, -> 0.29 on 2.13),
+    # so the threshold does not depend on the torch version's numerics.
+    train_steps(model, 300, lambda step: copy_task_batch(16, 8, g))
     after = model(input_ids=source, labels=target).guided_attention_loss
-    assert after < 0.5 * before, (before, after)
+    assert after < 0.25 * before, (before, after)
     # the last layer's cross-attention now concentrates near the diagonal of this monotonic task
     def diagonal_mass(m):
         attention = m(input_ids=source, labels=target, output_attentions=True).cross_attentions[-1].mean(1)

@@ -210,7 +210,10 @@ def test_save_is_safetensors_only_and_reload_is_identical(tmp_path):
     input_ids, attention_mask, labels = batch()
     a = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
     b = loaded(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
-    assert torch.equal(a.logits, b.logits) and torch.equal(a.ar_loss, b.ar_loss)
+    # Same weights, but the reloaded ones sit at other memory alignments (safetensors), which can change which
+    # SIMD path a kernel takes: equal up to float rounding, not bit for bit.
+    torch.testing.assert_close(b.logits, a.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b.ar_loss, a.ar_loss, atol=1e-5, rtol=1e-5)
     assert type(AutoModel.from_pretrained(tmp_path)) is CopyNatModel
     assert type(AutoModelForSequenceClassification.from_pretrained(tmp_path)) is CopyNatForSequenceClassification
     assert type(AutoModelForTokenClassification.from_pretrained(tmp_path)) is CopyNatForTokenClassification

@@ -447,3 +447,53 @@ def test_a_student_from_an_at_teacher_keeps_its_at_outputs_before_any_nat_update
         assert torch.equal(student.generate(source, max_new_tokens=8, **settings),
                            teacher.generate(source, max_new_tokens=8, **settings)), settings
     assert student.generate(source, non_autoregressive=True).shape[0] == 3  # and it can decode in parallel
+
+
+def test_nat_compile_pads_to_static_shapes_and_decodes_as_the_eager_pass(trained_hybrid_model, monkeypatch):
+    """The compiled path (whole pass, lengths and sources padded to multiples of 8) picks the eager tokens; here
+    `torch.compile` is the identity so the padding logic is checked on the CPU in milliseconds."""
+    import copynat.modeling.generation_copynat as generation
+
+    compiled_modes = []
+
+    def identity_compile(function, mode=None, dynamic=None):
+        compiled_modes.append((mode, dynamic))
+        return function
+
+    monkeypatch.setattr(generation.torch, "compile", identity_compile)
+    trained_hybrid_model.__dict__.pop("_compiled_nat_passes", None)
+    source, _ = copy_task_batch(5, 7, torch.Generator().manual_seed(3))
+    attention_mask = torch.ones_like(source)
+    source[1, 4:], attention_mask[1, 4:] = 0, 0
+    for iterations, beam in ((1, 1), (4, 3)):
+        eager = trained_hybrid_model.generate(source, attention_mask=attention_mask, non_autoregressive=True,
+                                              nat_iterations=iterations, length_beam=beam,
+                                              return_dict_in_generate=True)
+        padded = trained_hybrid_model.generate(source, attention_mask=attention_mask, non_autoregressive=True,
+                                               nat_iterations=iterations, length_beam=beam, nat_compile="default",
+                                               return_dict_in_generate=True)
+        assert torch.equal(padded.sequences, eager.sequences)
+        assert torch.allclose(padded.sequences_scores, eager.sequences_scores, atol=1e-5)
+    assert compiled_modes == [("default", False)]  # compiled once per model and mode, static shapes
+    # nat_compile=True means CUDA graphs, which only CUDA has: elsewhere it is the eager pass, compiling nothing.
+    fallback = trained_hybrid_model.generate(source, attention_mask=attention_mask, non_autoregressive=True,
+                                             nat_compile=True)
+    assert torch.equal(fallback, trained_hybrid_model.generate(source, attention_mask=attention_mask,
+                                                               non_autoregressive=True))
+    assert compiled_modes == [("default", False)]
+    trained_hybrid_model.__dict__.pop("_compiled_nat_passes", None)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs (nat_compile=True) need a CUDA device")
+def test_nat_compile_with_cuda_graphs_decodes_as_the_eager_pass(trained_hybrid_model):
+    model = trained_hybrid_model.to("cuda")
+    try:
+        source, target = copy_task_batch(4, 6, torch.Generator().manual_seed(9))
+        source = source.cuda()
+        eager = model.generate(source, non_autoregressive=True, nat_iterations=4)
+        for _ in range(3):  # warm-up, recording, replay
+            compiled = model.generate(source, non_autoregressive=True, nat_iterations=4, nat_compile=True)
+        assert torch.equal(compiled, eager)
+    finally:
+        model.__dict__.pop("_compiled_nat_passes", None)
+        model.to("cpu")

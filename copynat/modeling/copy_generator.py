@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache, StaticCache
 
 __all__ = ["CopyGenerator", "CopyNatCache", "CopyOutput", "copy_runs", "respaced_token_ids"]
 
@@ -278,8 +278,12 @@ class CopyNatCache(EncoderDecoderCache):
 
     STEP_STATE = ("decoder_ids", "copy_attention")
 
-    def __init__(self, config):
-        super().__init__(DynamicCache(config=config), DynamicCache(config=config))
+    def __init__(self, config, max_cache_len: int | None = None):
+        """`max_cache_len` makes the self-attention part a StaticCache of that many decoder positions (what
+        generate(cache_implementation="static") asks for); by default both parts grow step by step."""
+        self_attention = (DynamicCache(config=config) if max_cache_len is None
+                          else StaticCache(config=config, max_cache_len=max_cache_len))
+        super().__init__(self_attention, DynamicCache(config=config))
         self.decoder_ids: torch.Tensor | None = None  # [batch, steps]
         self.copy_attention: torch.Tensor | None = None  # [batch, steps, src]
 

@@ -26,7 +26,7 @@ from .utf8_validity import Utf8ValidityLogitsProcessor
 # output field (the old name is a deprecated alias). Forward takes both; outputs and generate() use this one.
 CACHE_NAME = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
 
-NAT_ARGUMENTS = ("nat_iterations", "length_beam", "rescore_with_ar")
+NAT_ARGUMENTS = ("nat_iterations", "length_beam", "rescore_with_ar", "nat_compile")
 # What Seq2SeqTrainer and pipelines pass to generate(); harmless for parallel decoding.
 IGNORED_ARGUMENTS = ("synced_gpus", "num_beams", "do_sample", "use_cache", "max_length", "num_return_sequences",
                      "early_stopping", "length_penalty", "decoder_start_token_id", "pad_token_id", "eos_token_id",
@@ -77,8 +77,10 @@ def autoregressive_generate(model, parent_generate, inputs, generation_config, m
     CopyNatForConditionalGeneration.generate)."""
     copier = model.copy_generator
     reads_history = copier is not None and copier.reads_earlier_steps
-    use_cache = kwargs.get("use_cache", (generation_config or model.generation_config).use_cache)
+    settings = generation_config or model.generation_config
+    use_cache = kwargs.get("use_cache", settings.use_cache)
     use_cache = use_cache is None or use_cache  # None: transformers' default, a cache
+    cache_implementation = kwargs.get("cache_implementation", settings.cache_implementation)
     if monotonic_window is not None:
         if isinstance(monotonic_window, bool) or not isinstance(monotonic_window, int) or monotonic_window < 0:
             raise ValueError(f"monotonic_window must be an int >= 0 (source positions the attention may step "
@@ -86,7 +88,11 @@ def autoregressive_generate(model, parent_generate, inputs, generation_config, m
         if not use_cache or any(kwargs.get(name) is not None for name in ("past_key_values", "cache")):
             raise ValueError("monotonic_window keeps its state in the KV cache it creates: drop use_cache=False "
                              "and past_key_values / cache")
+        if cache_implementation not in (None, "dynamic"):
+            raise ValueError(f"monotonic_window keeps its state in a dynamic KV cache of its own: drop "
+                             f"cache_implementation={cache_implementation!r}")
         kwargs[CACHE_NAME] = MonotonicAttention(monotonic_window, model.config)
+        kwargs["cache_implementation"] = None
     elif reads_history and use_cache:
         given = kwargs.get("past_key_values", kwargs.get("cache"))
         if given is not None and not isinstance(given, CopyNatCache):
@@ -94,7 +100,15 @@ def autoregressive_generate(model, parent_generate, inputs, generation_config, m
                              f"CopyNatCache; got a {type(given).__name__}: pass CopyNatCache(model.config) or "
                              "no cache")
         if given is None:
-            kwargs[CACHE_NAME] = CopyNatCache(model.config)
+            if cache_implementation not in (None, "dynamic", "static"):
+                raise ValueError(f"this model's copy head keeps the earlier decoding steps in a CopyNatCache, "
+                                 f"dynamic or static: cache_implementation={cache_implementation!r} is not "
+                                 "supported (use 'static' or 'dynamic')")
+            max_cache_len = None
+            if cache_implementation == "static":
+                max_cache_len = _decoder_positions(settings, kwargs)
+            kwargs[CACHE_NAME] = CopyNatCache(model.config, max_cache_len)
+            kwargs["cache_implementation"] = None  # transformers refuses a cache and a cache_implementation at once
     mask = kwargs.get("attention_mask")
     if mask is not None and mask.dim() == 3 and kwargs.get("encoder_outputs") is None:
         # generate() takes only 2-D masks: encode with the graph mask here, and hand on the padding mask.
@@ -126,6 +140,16 @@ def autoregressive_generate(model, parent_generate, inputs, generation_config, m
     return generated
 
 
+def _decoder_positions(settings, kwargs: dict) -> int:
+    """How many decoder positions a generate() call can fill: the start (or given) decoder inputs plus
+    `max_new_tokens`, else `max_length`."""
+    max_new_tokens = kwargs.get("max_new_tokens", settings.max_new_tokens)
+    if max_new_tokens is None:
+        return kwargs.get("max_length", settings.max_length)
+    prefix = kwargs.get("decoder_input_ids")
+    return max_new_tokens + (prefix.shape[1] if prefix is not None else 1)
+
+
 @torch.no_grad()
 def non_autoregressive_generate(
     model,
@@ -136,11 +160,17 @@ def non_autoregressive_generate(
     rescore_with_ar: bool = False,
     max_new_tokens: int | None = None,
     return_dict_in_generate: bool = False,
+    nat_compile: bool | str = False,
     **kwargs,
 ):
     """Parallel decoding. Returns `[batch, 1 + length]` ids like AR generate(): `decoder_start_token_id` first, the
     tokens up to and including the first `</s>`, then padding; or, with `return_dict_in_generate=True`, an output
-    with `sequences`, `sequences_scores` (average log-prob) and the predicted `lengths`."""
+    with `sequences`, `sequences_scores` (average log-prob) and the predicted `lengths`.
+
+    `nat_compile=True` runs each parallel pass as one `torch.compile(mode="reduce-overhead")` graph on CUDA (CUDA
+    graphs: no per-op launch cost), with lengths rounded up to multiples of 8 so that a few graphs serve every input;
+    on other devices it falls back to the eager pass. A mode name ("default", "max-autotune", ...) compiles on any
+    device. The tokens are the eager pass's."""
     config = model.config
     input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
     kwargs.pop("generation_config", None)
@@ -167,12 +197,35 @@ def non_autoregressive_generate(
         raise ValueError("rescore_with_ar=True scores candidates with the autoregressive decoder, which only a "
                          f"decoder_mode='hybrid' model has trained (this one is {config.decoder_mode!r})")
 
+    if nat_compile is True:
+        nat_compile = "reduce-overhead" if model.device.type == "cuda" else False
     return _decode_in_parallel(model, input_ids, attention_mask, nat_iterations, length_beam, rescore_with_ar,
-                               max_new_tokens, return_dict_in_generate)
+                               max_new_tokens, return_dict_in_generate, nat_compile)
+
+
+def _compiled_pass(model, mode: str):
+    """One parallel pass to the most likely tokens (every position, no cache: static shapes for CUDA graphs),
+    compiled once per model and mode (kept on the model, so it goes when the model goes)."""
+    passes = model.__dict__.setdefault("_compiled_nat_passes", {})
+    if mode not in passes:
+        def full_pass(tokens, target_mask, encoder_states, source_ids, source_mask):
+            head = model.nat_pass(tokens, target_mask, encoder_states, source_ids, source_mask, mixture=False)
+            return model.most_likely_tokens(head, source_ids, overwrite_logits=True)
+
+        passes[mode] = torch.compile(full_pass, mode=mode, dynamic=False)
+    return passes[mode]
+
+
+def _pad_to(tensor: torch.Tensor, length: int, value) -> torch.Tensor:
+    """`tensor` padded with `value` along dim 1 to `length`."""
+    if tensor.shape[1] >= length:
+        return tensor
+    shape = (tensor.shape[0], length - tensor.shape[1], *tensor.shape[2:])
+    return torch.cat((tensor, tensor.new_full(shape, value)), dim=1)
 
 
 def _decode_in_parallel(model, input_ids, attention_mask, nat_iterations, length_beam, rescore_with_ar,
-                        max_new_tokens, return_dict_in_generate):
+                        max_new_tokens, return_dict_in_generate, nat_compile=False):
     """The body of non_autoregressive_generate, on validated arguments."""
     config = model.config
     device = model.device
@@ -197,6 +250,12 @@ def _decode_in_parallel(model, input_ids, attention_mask, nat_iterations, length
     row_source_mask = rows(source_mask)
 
     max_len = int(lengths.max())
+    compiled = _compiled_pass(model, nat_compile) if nat_compile else None
+    if compiled is not None:  # lengths rounded up to multiples of 8: a few graphs serve every input
+        max_len = -(-max_len // 8) * 8
+        width = -(-source_ids.shape[1] // 8) * 8
+        encoder_states, source_ids = _pad_to(encoder_states, width, 0.0), _pad_to(source_ids, width, config.pad_token_id)
+        row_source_mask = _pad_to(row_source_mask, width, False)
     target_mask = torch.arange(max_len, device=device)[None, :] < lengths[:, None]
     tokens = torch.full_like(target_mask, config.mask_token_id, dtype=torch.long)
     tokens = tokens.masked_fill(~target_mask, config.pad_token_id)
@@ -204,21 +263,24 @@ def _decode_in_parallel(model, input_ids, attention_mask, nat_iterations, length
     best_tokens, best_scores = tokens, torch.full((tokens.shape[0],), float("-inf"), device=device)
     # Every pass reads the same encoder states: their cross-attention keys and values are computed once.
     cross_cache = None
-    if nat_iterations > 1:
+    if nat_iterations > 1 and compiled is None:
         cross_cache = EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
     for step in range(nat_iterations):
         masked = tokens == config.mask_token_id if step > 0 else target_mask
         positions = None
-        if step > 0:
+        if step > 0 and compiled is None:
             # Refinement passes run the output head only on the re-masked positions (a quarter to three quarters of
             # them with 4 passes): each row's masked positions first, then filler positions whose results are dropped.
             width = int(masked.sum(1).max())
             if width == 0:  # nothing was re-masked (very short targets), nor will be: the passes left change nothing
                 break
             positions = masked.int().argsort(dim=1, descending=True, stable=True)[:, :width]
-        head = model.nat_pass(tokens, target_mask, encoder_states, source_ids, row_source_mask, mixture=False,
-                              positions=positions, cross_attention_cache=cross_cache)
-        step_scores, step_tokens = model.most_likely_tokens(head, source_ids, overwrite_logits=True)
+        if compiled is not None:  # the whole pass at every position: one graph per shape, no host sync
+            step_scores, step_tokens = compiled(tokens, target_mask, encoder_states, source_ids, row_source_mask)
+        else:
+            head = model.nat_pass(tokens, target_mask, encoder_states, source_ids, row_source_mask, mixture=False,
+                                  positions=positions, cross_attention_cache=cross_cache)
+            step_scores, step_tokens = model.most_likely_tokens(head, source_ids, overwrite_logits=True)
         if positions is None:
             tokens = torch.where(masked, step_tokens, tokens)
             scores = torch.where(masked, step_scores, scores)

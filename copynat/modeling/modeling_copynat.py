@@ -441,20 +441,24 @@ class CopyNatDecoder(nn.Module):
         batch, length = inputs_embeds.shape[:2]
         if use_cache and past_key_values is None and causal:
             past_key_values = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
-        past = past_key_values.get_seq_length() if past_key_values is not None and causal else 0
+        self_cache = getattr(past_key_values, "self_attention_cache", past_key_values) if causal else None
+        past = int(self_cache.get_seq_length()) if self_cache is not None else 0
         position_encoding = self.embed_positions(past, length, inputs_embeds.device)
         hidden = inputs_embeds if position_encoding is None else inputs_embeds + position_encoding.to(inputs_embeds.dtype)
         hidden = F.dropout(hidden, p=self.config.dropout, training=self.training)
         rotary = self.rotary(torch.arange(past, past + length, device=hidden.device)) if self.rotary is not None else None
 
         # Causal masking without a mask tensor where possible: SDPA's is_causal for a full sequence, nothing for one
-        # new token (it may see the whole cache). Right-padded targets need no padding mask under a causal mask.
+        # new token (it may see the whole cache). Right-padded targets need no padding mask under a causal mask. A
+        # static cache (cache_implementation="static") returns every preallocated slot: the unwritten ones are hidden.
         self_mask, is_causal = None, False
-        if causal and length > 1:
-            if past == 0:
-                is_causal = True
-            else:
-                self_mask = torch.ones(length, past + length, dtype=torch.bool, device=hidden.device).tril(past)
+        static = self_cache is not None and self_cache.is_compileable
+        slots = self_cache.get_mask_sizes(length, 0)[0] if static else past + length
+        if causal and past == 0 and slots == length and length > 1:
+            is_causal = True
+        elif causal and (length > 1 or slots > past + length):
+            query_positions = torch.arange(past, past + length, device=hidden.device)[:, None]
+            self_mask = torch.arange(slots, device=hidden.device) <= query_positions
         elif not causal and decoder_padding_mask is not None and not all_true_on_cpu(decoder_padding_mask):
             self_mask = decoder_padding_mask.bool()[:, None, None, :]
         cross_mask = None
