@@ -279,3 +279,77 @@ def test_no_repetition_loops_on_the_out_of_distribution_split(echo_model):
             if repeats_beyond_source(output, source):
                 loops.append((row["source"], tokenizer.decode(output, skip_special_tokens=True)))
     assert not loops, loops[:5]
+
+
+# ------------------------------------------------------------------------------------ whole copied words
+
+
+def _word_vocab() -> dict[str, int]:
+    """A byte-level vocabulary with word-start pieces (Ġ), word-internal pieces, punctuation and Cyrillic bytes."""
+    pieces = ["<pad>", "<s>", "</s>", "<unk>", "<mask>", "ĠMoh", "Moh", "am", "med", "ĠA", "Ġman", "Ġnamed", "Ġrides",
+              ".", "ĠEin", "ĠMann", "Ġnamens", "Ġfährt", "ist", "-", "ĠÐ", "ŀ", "Ðµ", "Ġis"]
+    return {piece: index for index, piece in enumerate(pieces)}
+
+
+def test_word_piece_classes_tell_word_starts_from_word_pieces():
+    from copynat.modeling.copy_completion import word_piece_classes
+
+    vocab = _word_vocab()
+    table = word_piece_classes(vocab, len(vocab) + 2)
+    row = lambda piece: table[vocab[piece]].tolist()  # noqa: E731  (space first, word first, word last)
+    assert row("ĠMoh") == [True, True, True] and row("am") == [False, True, True]
+    assert row(".") == [False, False, False] and row("-") == [False, False, False]
+    assert row("<pad>") == [False, False, False] and table[-1].tolist() == [False, False, False]
+    assert row("ŀ") == [False, True, True]  # a continuation byte carries on a character, so a word
+    assert row("ĠÐ") == [True, True, True]  # a character left open: inside a word
+
+
+def test_a_copied_word_is_finished_and_not_carried_on():
+    """"A man named Mohammed rides." (ĠA Ġman Ġnamed ĠMoh am med Ġrides .): after "ĠMoh am" only "med" may follow;
+    after the whole "ĠMoh am med" no word piece may carry it on ("ist"); elsewhere nothing is constrained."""
+    from copynat.modeling.copy_completion import CopiedWordCompletionLogitsProcessor, word_piece_classes
+
+    vocab = _word_vocab()
+    v = vocab.__getitem__
+    source = torch.tensor([[v("ĠA"), v("Ġman"), v("Ġnamed"), v("ĠMoh"), v("am"), v("med"), v("Ġrides"), v("."),
+                            v("</s>")]])
+    canonical = torch.arange(len(vocab))
+    canonical[v("Moh")] = v("ĠMoh")  # respacing: "Moh" is "ĠMoh" without its space
+    processor = CopiedWordCompletionLogitsProcessor(source, word_piece_classes(vocab), canonical, pad_token_id=0)
+    scores = torch.zeros(1, len(vocab))
+    allowed = lambda *written: (processor(torch.tensor([[1, *map(v, written)]]), scores.clone())  # noqa: E731
+                                > float("-inf"))[0]
+    assert allowed("ĠEin", "ĠMann", "Ġnamens").all()  # not a copy: free
+    assert allowed("ĠEin", "ĠMoh").nonzero().flatten().tolist() == [v("am")]  # the copy has begun: go on
+    assert allowed("ĠEin", "-", "Moh").nonzero().flatten().tolist() == [v("am")]  # ... with or without the space
+    assert allowed("ĠEin", "ĠMoh", "am").nonzero().flatten().tolist() == [v("med")]
+    whole = allowed("ĠEin", "ĠMoh", "am", "med")
+    assert not whole[v("ist")] and not whole[v("am")]  # a whole copied word is not carried on ...
+    assert whole[v("Ġfährt")] and whole[v(".")] and whole[v("-")] and whole[v("</s>")]  # ... anything else goes
+    assert allowed("ĠEin", "ĠMann", "ist").all()  # "ĠMann" is no source word: free
+    # beams: rows repeat each source, and each row is judged on its own written pieces
+    rows = torch.tensor([[1, v("ĠMoh")], [1, v("ĠMann")]])
+    out = processor(rows, torch.zeros(2, len(vocab))) > float("-inf")
+    assert out[0].nonzero().flatten().tolist() == [v("am")] and out[1].all()
+
+
+def test_generate_copies_source_words_whole_once_the_vocabulary_is_set():
+    """A random copy model with set_vocabulary: whenever the word it writes is a copy of the start of a source word,
+    its next piece is that word's next piece (greedy and beam search); complete_copied_words=False turns it off."""
+    from copynat.modeling.copy_completion import CopiedWordCompletionLogitsProcessor
+
+    torch.manual_seed(3)
+    model = _random_model()
+    assert bool(model.word_piece_classes.any())
+    source = torch.randint(5, VOCAB, (6, 10), generator=torch.Generator().manual_seed(2))
+    classes, canonical = model.word_piece_classes, model.copy_generator.canonical_ids(torch.arange(VOCAB))
+    for settings in ({}, {"num_beams": 3}):
+        out = model.generate(source, max_new_tokens=12, **settings)
+        checker = CopiedWordCompletionLogitsProcessor(source, classes, canonical, pad_token_id=0)
+        for step in range(2, out.shape[1]):
+            allowed = checker(out[:, :step], torch.zeros(out.shape[0], VOCAB)) > float("-inf")
+            taken = allowed.gather(1, out[:, step:step + 1]).squeeze(1) | (out[:, step] == 0)  # 0: padding
+            assert bool(taken.all()), (settings, step)
+    free = model.generate(source, max_new_tokens=12, complete_copied_words=False)
+    model.word_piece_classes.zero_()  # a vocabulary never set: nothing to constrain
+    assert torch.equal(model.generate(source, max_new_tokens=12), free)

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import VOCAB, copy_task_batch, tiny_config
+from conftest import VOCAB, copy_task_batch, tiny_config, train_steps
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from copynat import CopyNatForConditionalGeneration
@@ -199,7 +199,7 @@ def test_batch_of_different_lengths_is_padded_like_generate():
 def test_nat_generate_errors_are_clear():
     ar_model = CopyNatForConditionalGeneration(tiny_config(decoder_mode="ar")).eval()
     source = torch.randint(5, VOCAB, (2, 5))
-    with pytest.raises(ValueError, match="no length predictor.*decoder_mode='ar'"):
+    with pytest.raises(ValueError, match="no parallel decoder.*decoder_mode='ar'"):
         ar_model.generate(source, non_autoregressive=True)
     with pytest.raises(ValueError, match="only apply to non-autoregressive decoding"):
         ar_model.generate(source, nat_iterations=4)
@@ -497,3 +497,69 @@ def test_nat_compile_with_cuda_graphs_decodes_as_the_eager_pass(trained_hybrid_m
     finally:
         model.__dict__.pop("_compiled_nat_passes", None)
         model.to("cpu")
+
+
+def _ragged_copy_batch(batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Copy task with lengths 3..8 (right-padded) and, in every other row, a token said twice in a row (CTC must put
+    a blank between the two)."""
+    lengths = torch.randint(3, 9, (batch,), generator=generator)
+    tokens = torch.randint(5, VOCAB, (batch, 9), generator=generator)
+    tokens[::2, 1] = tokens[::2, 0]
+    positions = torch.arange(9)[None, :]
+    tokens = torch.where(positions < lengths[:, None], tokens, torch.zeros_like(tokens))
+    tokens = torch.where(positions == lengths[:, None], torch.full_like(tokens, 2), tokens)
+    labels = tokens.masked_fill(tokens == 0, -100)
+    return tokens, labels
+
+
+def test_ctc_learns_ragged_parallel_copies_with_repeated_tokens():
+    """nat_training="ctc": no length predictor, the length comes from the source (2 positions per token); after a
+    few seconds of training one parallel pass copies sources of any length, repeats included."""
+    torch.manual_seed(0)
+    model = CopyNatForConditionalGeneration(tiny_config(decoder_mode="nat", nat_training="ctc"))
+    assert model.length_predictor is None
+    generator = torch.Generator().manual_seed(0)
+    losses = train_steps(model, 300, lambda step: _ragged_copy_batch(32, generator))
+    assert losses[-1] < 0.1 * losses[0]
+    source, labels = _ragged_copy_batch(8, torch.Generator().manual_seed(5))
+    out = model.generate(source, attention_mask=(source != 0).long(), non_autoregressive=True,
+                         return_dict_in_generate=True)
+    expected = labels.masked_fill(labels == -100, model.config.pad_token_id)
+    assert torch.equal(out.sequences[:, 1:], expected[:, :out.sequences.shape[1] - 1])
+    assert bool((out.sequences[:, 1:][expected[:, :out.sequences.shape[1] - 1] == 0] == 0).all())
+    assert torch.equal(out["lengths"], (labels != -100).sum(1))
+    with pytest.raises(ValueError, match="CTC.*one pass"):
+        model.generate(source, non_autoregressive=True, nat_iterations=4)
+
+
+def test_ctc_decoding_merges_repeats_drops_blanks_and_cuts_after_eos(monkeypatch):
+    model = CopyNatForConditionalGeneration(tiny_config(decoder_mode="nat", nat_training="ctc")).eval()
+    blank, eos = model.config.mask_token_id, model.config.eos_token_id
+    path = torch.tensor([[7, 7, blank, 7, 9, 9, eos, blank, 11, 12],  # a a _ a b b </s> _ c d
+                         [blank, 8, blank, blank, 8, 8, 10, blank, blank, blank]])  # no </s>: one is appended
+    monkeypatch.setattr(model, "most_likely_tokens", lambda head, source_ids, overwrite_logits=False,
+                        allow_mask=False: (torch.zeros(path.shape), path))
+    source = torch.randint(5, VOCAB, (2, 5))  # 5 tokens x ratio 2 = the path's 10 positions
+    sequences = model.generate(source, non_autoregressive=True)
+    start, pad = model.config.decoder_start_token_id, model.config.pad_token_id
+    assert sequences.tolist() == [[start, 7, 7, 9, eos], [start, 8, 8, 10, eos]]
+    path[1] = torch.tensor([blank, 8, eos, blank, blank, blank, blank, blank, blank, blank])
+    assert model.generate(source, non_autoregressive=True).tolist() == [[start, 7, 7, 9, eos],
+                                                                       [start, 8, eos, pad, pad]]
+
+
+def test_hybrid_ctc_student_starts_from_its_at_teacher(tmp_path):
+    from transformers import AutoModelForSeq2SeqLM
+
+    torch.manual_seed(0)
+    teacher = CopyNatForConditionalGeneration(tiny_config(decoder_mode="ar")).eval()
+    teacher.save_pretrained(tmp_path)
+    student = AutoModelForSeq2SeqLM.from_pretrained(tmp_path, decoder_mode="hybrid", nat_training="ctc").eval()
+    assert student.length_predictor is None
+    source = torch.randint(5, VOCAB, (3, 7), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(student.generate(source, max_new_tokens=8), teacher.generate(source, max_new_tokens=8))
+    labels = torch.cat((source, torch.full((3, 1), 2)), dim=1)
+    out = student.train()(input_ids=source, labels=labels)
+    assert out.ar_loss is not None and out.nat_loss is not None and out.length_loss is None
+    out.loss.backward()
+    assert all(p.grad is not None for p in student.parameters() if p.requires_grad)

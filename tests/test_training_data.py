@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 
 import numpy as np
 import pandas as pd
@@ -469,3 +470,54 @@ def test_data_arguments_are_cli_flags():
     assert args.max_train_samples == 5 and args.overlong_policy == "error"
     with pytest.raises(SystemExit):
         HfArgumentParser(DataArguments).parse_args_into_dataclasses(["--overlong_policy", "drop"])
+
+
+# ------------------------------------------------------------------------------------------ entity augmentation
+
+
+def test_shared_entity_words_are_names_and_numbers_on_both_sides():
+    from copynat.data.augment import shared_entity_words
+
+    source, target = "A man in New York holds 2 dogs and a Frisbee.", "Ein Mann in New York hält 2 Hunde und ein Frisbee."
+    assert shared_entity_words(source, target) == ["New", "York", "2", "Frisbee"]
+    assert shared_entity_words("London is big.", "London ist groß.") == []  # the first word's capital says nothing
+    assert shared_entity_words("A dog in Yorkshire.", "Ein Hund in York.") == []  # whole words only
+    assert shared_entity_words("I saw A man.", "Ich sah A Mann.") == []  # one-letter capitals are not names
+
+
+def test_entity_augmentation_swaps_a_shared_word_on_both_sides_with_training_entities(tmp_path):
+    from copynat.data import entity_split
+    from copynat.data.augment import augment_with_entities
+
+    sources = ["A man in London holds 2 dogs.", "Two dogs play.", "A girl visits Paris in 2012."]
+    targets = ["Ein Mann in London hält 2 Hunde.", "Zwei Hunde spielen.", "Ein Mädchen besucht Paris 2012."]
+    new_sources, new_targets = augment_with_entities(sources, targets, copies=30, seed=1)
+    assert len(new_sources) == len(new_targets) == 60  # 30 copies of each pair that shares a word, none of the other
+    assert (new_sources, new_targets) == augment_with_entities(sources, targets, copies=30, seed=1)
+    swapped = 0
+    for source, target in zip(new_sources, new_targets):
+        index = 0 if source.startswith("A man") else 2
+        original = sources[index]
+        matches = []  # (word, entity) such that the pair is the original with that word swapped on both sides
+        for word in ("London", "2", "Paris", "2012"):
+            if original.count(word) == 1:
+                before, after = original.split(word)
+                entity = source[len(before):len(source) - len(after)]
+                swap = lambda text: re.sub(rf"(?<!\w){re.escape(word)}(?!\w)", entity, text)  # noqa: E731
+                if entity and (source, target) == (swap(original), swap(targets[index])):
+                    matches.append((word, entity))
+        assert len(matches) == 1, (source, target)
+        word, entity = matches[0]
+        assert entity_split(entity) == "train"  # never a validation, test or out-of-distribution entity
+        swapped += not entity.isascii()
+    assert swapped > 5  # other scripts among them
+    assert augment_with_entities(sources, targets, copies=0) == ([], [])
+    with pytest.raises(ValueError, match="copies must be an integer >= 0"):
+        augment_with_entities(sources, targets, copies=-1)
+    (tmp_path / "train.en").write_text("\n".join(sources) + "\n")
+    (tmp_path / "train.de").write_text("\n".join(targets) + "\n")
+    raw = load_raw_datasets(make_args(tmp_path, train_file=str(tmp_path / "train"), source_lang="en",
+                                      target_lang="de", entity_augmentation=2))
+    assert len(raw["train"]) == 3 + 2 * 2 and texts(raw["train"])[:3] == list(zip(sources, targets))
+    with pytest.raises(ValueError, match="--entity_augmentation must be an integer >= 0"):
+        DataArguments(entity_augmentation=-1)

@@ -81,6 +81,17 @@ def test_learning_rate_schedules():
         scheduler = loop.build_scheduler(optimizer, name, warmup_steps=10, total_steps=100)
         values = [scheduler.lr_lambdas[0](s) for s in range(100)]
         assert max(values) == pytest.approx(1.0) and values[-1] == pytest.approx(last, abs=1e-6)
+    # With a time budget, linear decay follows whichever runs out first: the steps or the minutes.
+    used = [0.0]
+    scheduler = loop.build_scheduler(optimizer, "linear", warmup_steps=10, total_steps=1000,
+                                     budget_used=lambda: used[0])
+    decay = scheduler.lr_lambdas[0]
+    assert decay(5) == pytest.approx(0.6)  # warm-up is by steps only
+    assert decay(509) == pytest.approx(1 - 500 / 990)  # the steps are ahead of the clock
+    used[0] = 0.75
+    assert decay(99) == pytest.approx(0.25)  # the clock is ahead of the steps
+    used[0] = 1.2
+    assert decay(99) == 0.0
 
 
 def test_mix_decoder_inputs_replaces_at_the_expected_rate():

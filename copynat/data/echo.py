@@ -49,6 +49,7 @@ __all__ = [
     "entity_copy_rate",
     "copy_rates_by_category",
     "repeats_beyond_source",
+    "sample_entity",
 ]
 
 # --------------------------------------------------------------------------------------------------- templates
@@ -171,10 +172,11 @@ def _belongs_to(entity: str, split: str) -> bool:
                                    if w not in STRUCTURAL_WORDS)
 
 
-def _sample_entity(rng: random.Random, kind: str, split: str, exclude: set[str],
-                   like: tuple[str, str] | None = None) -> tuple[str, str]:
-    """(entity, category) of one of the kind's training families, belonging to `split`; with `like` (an entity and
-    its category), of the same family and alphabet."""
+def sample_entity(rng: random.Random, kind: str, split: str, exclude: set[str] = frozenset(),
+                  like: tuple[str, str] | None = None) -> tuple[str, str]:
+    """(entity, category) of one of the kind's (one of `ENTITY_KINDS`) training families, belonging to `split` (so a
+    "train" entity is never a validation or test one), not in `exclude` (lower-cased); with `like` (an entity and its
+    category), of the same family and alphabet."""
     families = _FAMILIES_BY_KIND[kind]
     weights = [f.weight for f in families]
     for _ in range(10_000):
@@ -236,7 +238,7 @@ def make_echo_examples(num_examples: int, split: str = "train", seed: int = 0) -
             # then tell them apart by where they stand, as it must for two names in a script it never saw.
             first = next((filled for other, filled in fillers.items() if _SLOT_KIND[other] == kind), None)
             like = first if first is not None and rng.random() < 0.5 else None
-            fillers[slot] = _sample_entity(rng, kind, split, used, like=like)
+            fillers[slot] = sample_entity(rng, kind, split, used, like=like)
             used.add(fillers[slot][0].lower())
         out.append(_fill(rng, template, fillers))
     return out
@@ -265,7 +267,7 @@ def make_echo_ood_examples(num_examples: int, seed: int = 0) -> list[dict]:
                     entity = family.make(rng)
                 fillers[slot] = (entity, family.category)
             else:
-                fillers[slot] = _sample_entity(rng, _SLOT_KIND[slot], "test", used)
+                fillers[slot] = sample_entity(rng, _SLOT_KIND[slot], "test", used)
             used.add(fillers[slot][0].lower())
         out.append(_fill(rng, template, fillers, scored={family.category}))
     return out

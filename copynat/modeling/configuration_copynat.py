@@ -10,7 +10,7 @@ POSITION_EMBEDDING_TYPES = ("sinusoidal", "learned", "rotary")
 DECODER_MODES = ("ar", "nat", "hybrid")
 LENGTH_PREDICTIONS = ("absolute", "offset")
 NAT_DECODER_INPUTS = ("mask", "copy_source")
-NAT_TRAININGS = ("cmlm", "glancing")
+NAT_TRAININGS = ("cmlm", "glancing", "ctc")
 ACTIVATIONS = ("relu", "gelu", "gelu_new", "silu", "swish", "tanh")
 DEFAULT_AUTO_MAP = {
     "AutoConfig": "configuration_copynat.CopyNatConfig",
@@ -95,7 +95,13 @@ class CopyNatConfig(PreTrainedConfig):
         nat_training (`str`, "cmlm"): how NAT training hides targets: "cmlm" (a uniformly random number of them,
             Mask-Predict) or "glancing" (GLAT: after a first parallel pass, reveal `glancing_ratio` x as many
             reference tokens as the pass got wrong, learn the rest; needs `<mask>` inputs).
+            "ctc" (connectionist temporal classification, Graves et al. 2006; for NAT, Libovický & Helcl 2018 and
+            Gu & Kong 2021): the decoder reads `ctc_upsample_ratio` x the source length positions, each may also
+            emit a blank (the `<mask>` id), and the loss sums over every way of spreading the target over them;
+            decoding keeps each position's best token, merges repeats and drops blanks (one pass, no length
+            predictor).
         glancing_ratio (`float`, 0.5): the share of a sentence's errors that glancing reveals.
+        ctc_upsample_ratio (`int`, 2): with `nat_training="ctc"`, decoder positions per source token.
         guided_attention_weight (`float`, 0.0): weight of the diagonal guided-attention loss on the last decoder
             layer's cross-attention (for monotonic tasks); 0 disables it.
         guided_attention_sigma (`float`, 0.2): width of the diagonal band that the guided-attention loss tolerates.
@@ -172,6 +178,7 @@ class CopyNatConfig(PreTrainedConfig):
     nat_decoder_inputs: str = "mask"
     nat_training: str = "cmlm"
     glancing_ratio: float = 0.5
+    ctc_upsample_ratio: int = 2
     guided_attention_weight: float = 0.0
     guided_attention_sigma: float = 0.2
     copy_continuation_window: int = 0
@@ -242,12 +249,18 @@ class CopyNatConfig(PreTrainedConfig):
         if self.nat_training == "glancing" and self.nat_decoder_inputs != "mask":
             fail("nat_training", "glancing reveals reference tokens among <mask> inputs: it needs "
                                  "nat_decoder_inputs='mask'")
+        ratio = self.ctc_upsample_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, int) or not 1 <= ratio <= 8:
+            fail("ctc_upsample_ratio", "expected an integer from 1 to 8 (decoder positions per source token)")
+        if self.nat_training == "ctc" and self.mask_token_id is None:
+            fail("mask_token_id", "CTC training emits the <mask> id as its blank: it needs a mask token id")
         if self.decoder_mode != "ar" and self.mask_token_id is None and self.nat_decoder_inputs == "mask":
             fail("mask_token_id", "NAT decoding with <mask> inputs needs a mask token id")
 
     @property
     def uses_nat(self) -> bool:
-        """True when the decoder is trained to decode in parallel (and the model has a length predictor)."""
+        """True when the decoder is trained to decode in parallel (with a length predictor, unless CTC reads the
+        length off the source)."""
         return self.decoder_mode in ("nat", "hybrid")
 
 

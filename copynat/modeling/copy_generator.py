@@ -182,14 +182,16 @@ class CopyGenerator(nn.Module):
         batch, steps, width = scores.shape
         last = scores.new_zeros(batch, width) if earlier is None else earlier[:, -1].float()
         covered = scores.new_zeros(batch, width) if earlier is None else earlier.sum(1).float()
-        near = self.location(decoder_states).float() if self.location is not None else None  # [batch, tgt, 3]
+        # near[..., k] weighs "k positions after where the last step attended"; flipped, it lines up with a window
+        # (last[j - 2], last[j - 1], last[j]) at each position j: one small matmul per step.
+        near = self.location(decoder_states).float().flip(-1)[..., None] if self.location is not None else None
         weight = self.coverage(decoder_states).float() if self.coverage is not None else None  # [batch, tgt, 1]
         attention, losses = [], []
         for t in range(steps):
             score = scores[:, t]
             if near is not None:
-                shifted = torch.stack([F.pad(last, (k, 0))[:, :width] for k in range(3)], dim=-1)  # [batch, src, 3]
-                score = score + (shifted * near[:, t, None, :]).sum(-1)
+                window = F.pad(last, (2, 0)).unfold(1, 3, 1)  # [batch, src, 3]
+                score = score + (window @ near[:, t]).squeeze(-1)
             if weight is not None:
                 score = score + weight[:, t] * covered
             last = score.softmax(dim=-1)

@@ -18,6 +18,7 @@ from transformers.generation import LogitsProcessorList
 from transformers.generation.utils import GenerateBeamEncoderDecoderOutput
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
+from .copy_completion import CopiedWordCompletionLogitsProcessor
 from .copy_generator import CopyNatCache
 from .monotonic_alignment import MonotonicAttention
 from .utf8_validity import Utf8ValidityLogitsProcessor
@@ -72,7 +73,8 @@ def max_over_last_dim(x: torch.Tensor, block: int = 64) -> tuple[torch.Tensor, t
 
 
 def autoregressive_generate(model, parent_generate, inputs, generation_config, monotonic_window=None,
-                            valid_utf8: bool = True, output_copy_info: bool = False, **kwargs):
+                            valid_utf8: bool = True, complete_copied_words: bool = True,
+                            output_copy_info: bool = False, **kwargs):
     """transformers' generate() (`parent_generate`) with copynat's KV cache, constraints and copy info (see
     CopyNatForConditionalGeneration.generate)."""
     copier = model.copy_generator
@@ -115,12 +117,21 @@ def autoregressive_generate(model, parent_generate, inputs, generation_config, m
         source_ids = inputs if inputs is not None else kwargs["input_ids"]
         kwargs["encoder_outputs"] = model.model.encoder(input_ids=source_ids, attention_mask=mask)
         kwargs["attention_mask"] = (source_ids != model.config.pad_token_id).long()
+    processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
+    if complete_copied_words and bool(model.word_piece_classes.any()):
+        source_ids = inputs if inputs is not None else kwargs.get("input_ids")
+        if source_ids is None and kwargs.get("encoder_outputs") is not None:
+            source_ids = getattr(kwargs["encoder_outputs"], "source_ids", None)
+        if source_ids is not None:
+            canonical = None if model.copy_generator is None else model.copy_generator.canonical_ids(
+                torch.arange(model.config.vocab_size, device=model.device))
+            processors.append(CopiedWordCompletionLogitsProcessor(
+                source_ids, model.word_piece_classes, canonical, pad_token_id=model.config.pad_token_id))
     if valid_utf8 and bool(model.byte_token_classes[:, 2].any()):
-        processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
-        settings = generation_config or model.generation_config
         processors.append(Utf8ValidityLogitsProcessor(
             model.byte_token_classes, max_new_tokens=kwargs.get("max_new_tokens", settings.max_new_tokens),
             max_length=kwargs.get("max_length", settings.max_length)))
+    if processors:
         kwargs["logits_processor"] = processors
     if not output_copy_info:
         return parent_generate(inputs, generation_config=generation_config, **kwargs)
@@ -182,8 +193,8 @@ def non_autoregressive_generate(
     if kwargs.get("do_sample") or num_return > 1:
         raise ValueError("non-autoregressive decoding is deterministic and returns one sequence per input: "
                          "do_sample and num_return_sequences > 1 are not supported (use length_beam to search)")
-    if model.length_predictor is None:
-        raise ValueError(f"this model has no length predictor: it was built with decoder_mode={config.decoder_mode!r}. "
+    if not config.uses_nat:
+        raise ValueError(f"this model has no parallel decoder: it was built with decoder_mode={config.decoder_mode!r}. "
                          "Non-autoregressive decoding needs a model trained with decoder_mode='nat' or 'hybrid'.")
     if input_ids is None:
         raise ValueError("non-autoregressive generate() needs input_ids")
@@ -197,6 +208,11 @@ def non_autoregressive_generate(
         raise ValueError("rescore_with_ar=True scores candidates with the autoregressive decoder, which only a "
                          f"decoder_mode='hybrid' model has trained (this one is {config.decoder_mode!r})")
 
+    if config.nat_training == "ctc":
+        if nat_iterations > 1 or length_beam > 1 or rescore_with_ar:
+            raise ValueError("a CTC model (nat_training='ctc') decodes in one pass over lengths it reads off the "
+                             "source: nat_iterations, length_beam and rescore_with_ar do not apply")
+        return _decode_ctc(model, input_ids, attention_mask, max_new_tokens, return_dict_in_generate)
     if nat_compile is True:
         nat_compile = "reduce-overhead" if model.device.type == "cuda" else False
     return _decode_in_parallel(model, input_ids, attention_mask, nat_iterations, length_beam, rescore_with_ar,
@@ -309,6 +325,41 @@ def _decode_in_parallel(model, input_ids, attention_mask, nat_iterations, length
     if return_dict_in_generate:
         output = GenerateBeamEncoderDecoderOutput(sequences=sequences, sequences_scores=chosen_scores)
         output["lengths"] = chosen_lengths
+        return output
+    return sequences
+
+
+def _decode_ctc(model, input_ids, attention_mask, max_new_tokens, return_dict_in_generate):
+    """CTC decoding: one parallel pass over `ctc_upsample_ratio` x source-length positions, each position's best
+    token (the blank, `<mask>`, included), repeats merged and blanks dropped, cut after the first `</s>`."""
+    config = model.config
+    device = model.device
+    input_ids = input_ids.to(device)
+    if attention_mask is None:
+        attention_mask = (input_ids != config.pad_token_id).long()
+    attention_mask = attention_mask.to(device)
+    encoder = model.model.encoder(input_ids=input_ids, attention_mask=attention_mask)
+    source_mask = attention_mask.bool() if attention_mask.dim() == 2 else input_ids != config.pad_token_id
+    slot_tokens, slots = model.ctc_slots(input_ids, source_mask)
+    head = model.nat_pass(slot_tokens, slots, encoder.last_hidden_state, input_ids, source_mask, mixture=False)
+    scores, tokens = model.most_likely_tokens(head, input_ids, overwrite_logits=True, allow_mask=True)
+    blank = config.mask_token_id
+    tokens = tokens.masked_fill(~slots, blank)
+    previous = torch.cat((torch.full_like(tokens[:, :1], blank), tokens[:, :-1]), dim=1)
+    kept = (tokens != blank) & (tokens != previous)  # a new token: not a blank, not the one before said again
+    # Kept tokens to the front, in order (a stable sort of "not kept"), then the usual </s> cut and padding.
+    order = (~kept).int().argsort(dim=1, stable=True)
+    tokens, lengths = tokens.gather(1, order), kept.sum(1)
+    limit = min(max_new_tokens or config.max_position_embeddings, config.max_position_embeddings)
+    target_mask = torch.arange(tokens.shape[1], device=device)[None, :] < lengths.clamp(max=limit)[:, None]
+    tokens = _cut_after_eos(tokens.masked_fill(~target_mask, config.pad_token_id), target_mask, config)
+    keep = int((tokens != config.pad_token_id).sum(1).max().clamp_min(1))
+    start = torch.full((tokens.shape[0], 1), config.decoder_start_token_id, dtype=torch.long, device=device)
+    sequences = torch.cat((start, tokens[:, :keep]), dim=1)
+    if return_dict_in_generate:
+        average = (scores * slots).sum(1) / slots.sum(1)  # the log-prob of the best path, per position
+        output = GenerateBeamEncoderDecoderOutput(sequences=sequences, sequences_scores=average)
+        output["lengths"] = (sequences[:, 1:] != config.pad_token_id).sum(1)
         return output
     return sequences
 

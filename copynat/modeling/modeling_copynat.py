@@ -542,6 +542,7 @@ class CopyNatPreTrainedModel(PreTrainedModel):
             init.copy_(module.respaced_ids, torch.arange(module.respaced_ids.numel()))
         if isinstance(module, CopyNatForConditionalGeneration):
             init.copy_(module.byte_token_classes, whole_characters(module.byte_token_classes.shape[0]))
+            init.zeros_(module.word_piece_classes)
 
 
 class CopyNatModel(CopyNatPreTrainedModel):
@@ -616,15 +617,18 @@ class CopyNatForConditionalGeneration(OutputHead, ParallelDecoder, CopyNatPreTra
     `non_autoregressive=True`, in parallel (`generation_copynat.py`)."""
 
     _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
+    _keys_to_ignore_on_load_missing = [r"word_piece_classes"]  # saved since 2026-12-06; all zero = no constraint
 
     def __init__(self, config: CopyNatConfig):
         super().__init__(config)
         self.model = CopyNatModel(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.copy_generator = CopyGenerator(config) if config.use_copy_mechanism else None
-        self.length_predictor = LengthPredictor(config) if config.uses_nat else None
-        # per piece: how it begins and ends a UTF-8 character (`utf8_validity`); set_vocabulary fills it
+        self.length_predictor = LengthPredictor(config) if config.uses_nat and config.nat_training != "ctc" else None
+        # per piece: how it begins and ends a UTF-8 character (`utf8_validity`) and a word (`copy_completion`); filled
+        # by set_vocabulary
         self.register_buffer("byte_token_classes", whole_characters(config.vocab_size), persistent=True)
+        self.register_buffer("word_piece_classes", torch.zeros(config.vocab_size, 3, dtype=torch.bool), persistent=True)
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Linear:
@@ -776,25 +780,21 @@ class CopyNatForConditionalGeneration(OutputHead, ParallelDecoder, CopyNatPreTra
           the generated tokens, recomputed in one teacher-forced pass;
         - `monotonic_window=k` (AR: greedy, sampling, beam search): monotonic decoding, see `MonotonicAttention`;
         - `valid_utf8` (AR, default True): once `set_vocabulary` has told the model its byte-level pieces, no output
-          breaks a UTF-8 character (`Utf8ValidityLogitsProcessor`); False turns the constraint off.
+          breaks a UTF-8 character (`Utf8ValidityLogitsProcessor`); False turns the constraint off;
+        - `complete_copied_words` (AR, default True): once `set_vocabulary` has run, a source word being copied is
+          copied whole, no piece less and no piece more (`CopiedWordCompletionLogitsProcessor`).
 
-        The copy head's continuation, location and coverage read earlier steps, which the KV cache keeps: generate()
-        creates a `CopyNatCache` for them.
+        The copy head's location and coverage read earlier steps, which the KV cache keeps (a `CopyNatCache`).
         """
         nat_arguments = pop_nat_arguments(kwargs, generation_config or self.generation_config)
         if nat_arguments is None:
             return autoregressive_generate(self, super().generate, inputs, generation_config, **kwargs)
         if kwargs.pop("monotonic_window", None) is not None:
             raise ValueError("monotonic_window constrains autoregressive decoding; drop it with non_autoregressive")
-        kwargs.pop("valid_utf8", None)  # parallel decoding emits whole sequences at once: no step to constrain
+        for step_constraint in ("valid_utf8", "complete_copied_words"):  # parallel decoding has no step to constrain
+            kwargs.pop(step_constraint, None)
         return non_autoregressive_generate(self, inputs, **nat_arguments, **kwargs)
 
 
-__all__ = [
-    "CopyNatPreTrainedModel",
-    "CopyNatModel",
-    "CopyNatForConditionalGeneration",
-    "CopyNatEncoderOutput",
-    "CopyNatSeq2SeqLMOutput",
-    "shift_tokens_right",
-]
+__all__ = ["CopyNatPreTrainedModel", "CopyNatModel", "CopyNatForConditionalGeneration", "CopyNatEncoderOutput",
+           "CopyNatSeq2SeqLMOutput", "shift_tokens_right"]

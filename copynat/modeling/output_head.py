@@ -2,7 +2,7 @@
 the copy mechanism mixed in, its loss, and its most likely token.
 
 `OutputHead` holds the methods; `CopyNatForConditionalGeneration` inherits them and builds the parts they use
-(`lm_head`, `copy_generator`, the `byte_token_classes` buffer). This file is part of the Hub remote code: it imports
+(`lm_head`, `copy_generator`, the `byte_token_classes` and `word_piece_classes` buffers). This file is part of the Hub remote code: it imports
 only torch, transformers and its siblings.
 """
 
@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import Cache
 
+from .copy_completion import word_piece_classes
 from .copy_generator import CopyNatCache, CopyOutput, copy_runs
 from .generation_copynat import max_over_last_dim
 from .utf8_validity import byte_token_classes
@@ -40,12 +41,15 @@ class OutputHead:
     def set_vocabulary(self, vocab: dict[str, int]) -> None:
         """What the model needs to know of its tokenizer's pieces (`tokenizer.get_vocab()`), kept with its weights:
         which pieces are the same text with and without a leading space (the copy head's respacing), and how each
-        byte-level piece begins and ends a UTF-8 character (so generate() never breaks one). copynat-train calls it;
+        byte-level piece begins and ends a UTF-8 character (so generate() never breaks one), and which pieces begin
+        or carry on a word (so generate() copies a source word whole). copynat-train calls it;
         call it yourself after building a model around a tokenizer."""
         if self.copy_generator is not None and self.copy_generator.respace is not None:
             self.copy_generator.set_vocabulary(vocab)
         table = byte_token_classes(vocab, self.byte_token_classes.shape[0])
         self.byte_token_classes.copy_(table.to(self.byte_token_classes.device))
+        table = word_piece_classes(vocab, self.word_piece_classes.shape[0])
+        self.word_piece_classes.copy_(table.to(self.word_piece_classes.device))
 
     def copy_step_state(self, cache: Cache | None, decoder_input_ids: torch.Tensor | None):
         """(CopyNatCache or None, decoder inputs so far) for the copy head. Continuation, location and coverage read
@@ -108,17 +112,18 @@ class OutputHead:
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         return logits if self.copy_generator is not None else logits.float().log_softmax(-1)
 
-    def most_likely_tokens(self, head: HeadOutput, source_ids: torch.Tensor | None,
-                           overwrite_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def most_likely_tokens(self, head: HeadOutput, source_ids: torch.Tensor | None, overwrite_logits: bool = False,
+                           allow_mask: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(log-prob, id) of the most likely token other than `<mask>` at each position, from
         `output_head(..., mixture=False)`: the [batch, tgt, vocab] distribution is never built (parallel decoding needs
         only the winners).
-        `overwrite_logits=True` lets it use `head.vocab_logits` as scratch space (parallel decoding drops them)."""
+        `overwrite_logits=True` lets it use `head.vocab_logits` as scratch space (parallel decoding drops them);
+        `allow_mask=True` lets `<mask>` win (CTC's blank)."""
         logits = head.vocab_logits.float()
         if logits is head.vocab_logits and not overwrite_logits:
             logits = logits.clone()
         log_probs = torch.log_softmax(logits, dim=-1, out=logits)  # in place: one [batch, tgt, vocab] tensor in all
-        mask_id = self.config.mask_token_id
+        mask_id = None if allow_mask else self.config.mask_token_id
         if mask_id is not None:  # never an output: mask-predict would read an emitted <mask> as "re-predict here"
             log_probs[..., mask_id] = float("-inf")
         top_log_prob, top_token = max_over_last_dim(log_probs)

@@ -108,10 +108,36 @@ class ParallelDecoder:
         predicted = target_mask & ~revealed
         return tokens.masked_fill(predicted, self.config.mask_token_id), predicted
 
+    def ctc_slots(self, source_ids: torch.Tensor, source_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """CTC's decoder positions: `ctc_upsample_ratio` per source token (at most max_position_embeddings), as
+        (`<mask>` input tokens [batch, slots], target mask [batch, slots])."""
+        source_lengths = source_mask.sum(1) if source_mask is not None else torch.full_like(source_ids[:, 0],
+                                                                                            source_ids.shape[1])
+        lengths = (source_lengths * self.config.ctc_upsample_ratio).clamp(1, self.config.max_position_embeddings)
+        target_mask = torch.arange(int(lengths.max()), device=source_ids.device)[None, :] < lengths[:, None]
+        tokens = torch.full_like(target_mask, self.config.mask_token_id, dtype=torch.long)
+        return tokens.masked_fill(~target_mask, self.config.pad_token_id), target_mask
+
+    def ctc_loss(self, labels, encoder_states, source_ids, source_mask, mixture=True):
+        """(the pass's HeadOutput, {"nat_loss"}): CTC (Graves et al. 2006) of the targets over the upsampled parallel
+        pass, the `<mask>` id as the blank, summed over alignments, a mean over target tokens. A target longer than
+        its slots allow (repeats need a blank between them) costs nothing rather than inf."""
+        tokens, slots = self.ctc_slots(source_ids, source_mask)
+        head = self.nat_pass(tokens, slots, encoder_states, source_ids, source_mask, mixture=True)
+        log_probs = self.log_probs(head.logits).float().transpose(0, 1)  # [slots, batch, vocab]
+        target_lengths = (labels != -100).sum(1)
+        loss = F.ctc_loss(log_probs, labels.clamp_min(0), slots.sum(1), target_lengths,
+                          blank=self.config.mask_token_id, reduction="sum", zero_infinity=True)
+        if not mixture:
+            head = head._replace(logits=None)
+        return head, {"nat_loss": loss / target_lengths.sum().clamp_min(1)}
+
     def nat_losses(self, labels, length_logits, encoder_states, source_ids, source_mask, mixture=True):
         """(the pass's HeadOutput, {"nat_loss", "length_loss"}): the cross-entropy of the hidden targets (a mean over
         them) and of the target length (a mean over the batch). The hidden targets: conditional masked LM, or with
-        `nat_training="glancing"` what glancing leaves unseen."""
+        `nat_training="glancing"` what glancing leaves unseen. With `nat_training="ctc"`, `ctc_loss`."""
+        if self.config.nat_training == "ctc":
+            return self.ctc_loss(labels, encoder_states, source_ids, source_mask, mixture=mixture)
         if self.config.nat_training == "glancing":
             tokens, predicted = self.glancing_tokens(labels, encoder_states, source_ids, source_mask,
                                                      self.config.glancing_ratio)

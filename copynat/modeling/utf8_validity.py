@@ -20,7 +20,7 @@ __all__ = ["Utf8ValidityLogitsProcessor", "byte_token_classes", "BYTE_CLASS_FIEL
 BYTE_CLASS_FIELDS = ("leading_continuations", "continuations_only", "open_after", "well_formed")
 
 
-def _byte_level_alphabet() -> dict[str, int]:
+def byte_level_alphabet() -> dict[str, int]:
     """The GPT-2 byte-level stand-in character of each byte value (what tokenizers' ByteLevel writes): printable
     bytes stand for themselves, the others are shifted past U+0100."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
@@ -59,7 +59,7 @@ def _classify(data: bytes) -> tuple[int, int, int, int]:
 def byte_token_classes(vocab: dict[str, int], size: int | None = None) -> torch.Tensor:
     """[vocab size, 4] int8 (`BYTE_CLASS_FIELDS`) for a byte-level vocabulary {piece: id}. Pieces that are not
     byte-level strings (special and added tokens) count as whole characters."""
-    alphabet = _byte_level_alphabet()
+    alphabet = byte_level_alphabet()
     table = torch.zeros(size or max(vocab.values()) + 1, 4, dtype=torch.int8)
     table[:, 3] = 1
     for piece, index in vocab.items():

@@ -85,14 +85,14 @@ _CONFIG_FIELDS = (
     "length_prediction", "length_loss_weight", "nat_decoder_inputs", "guided_attention_weight",
     "position_embedding_type", "normalize_before", "encoder_attention_window", "tie_word_embeddings",
     "nat_training", "glancing_ratio", "copy_continuation_window", "copy_coverage", "coverage_loss_weight",
-    "copy_respace", "copy_previous_token_keys", "copy_location",
+    "copy_respace", "copy_previous_token_keys", "copy_location", "ctc_upsample_ratio",
 )
 #: Config fields that may change when fine-tuning a saved model (the rest would not match its weights).
 #: decoder_mode / use_copy_mechanism may be switched on: the new head (length predictor, copy gate) starts random.
 FINETUNE_FIELDS = (
     "dropout", "attention_dropout", "activation_dropout", "label_smoothing", "length_loss_weight",
     "guided_attention_weight", "decoder_mode", "use_copy_mechanism", "length_prediction", "nat_decoder_inputs",
-    "nat_training", "glancing_ratio",
+    "nat_training", "glancing_ratio", "ctc_upsample_ratio",
 )
 
 
@@ -142,9 +142,11 @@ class ModelArguments:
     nat_decoder_inputs: str | None = _arg(None, "NAT decoder inputs: mask (enables mask-predict) or copy_source.",
                                           choices=["mask", "copy_source"])
     guided_attention_weight: float | None = _arg(None, "Weight of the diagonal guided-attention loss (default 0).")
-    nat_training: str | None = _arg(None, "How NAT training hides targets: cmlm (Mask-Predict, the default) or "
-                                          "glancing (GLAT).", choices=["cmlm", "glancing"])
+    nat_training: str | None = _arg(None, "How the parallel decoder learns: cmlm (Mask-Predict's masking, the "
+                                          "default), glancing (GLAT) or ctc (CTC over upsampled positions: no "
+                                          "length predictor, one-pass decoding).", choices=["cmlm", "glancing", "ctc"])
     glancing_ratio: float | None = _arg(None, "Glancing: the share of a first pass's errors revealed (default 0.5).")
+    ctc_upsample_ratio: int | None = _arg(None, "CTC: decoder positions per source token (default 2).")
     position_embedding_type: str | None = _arg(None, "Positions: sinusoidal, learned or rotary (default sinusoidal).",
                                                choices=["sinusoidal", "learned", "rotary"])
     normalize_before: bool | None = _arg(None, "Pre-LN (true) or post-LN as in the paper (false, the default).")
@@ -258,7 +260,8 @@ class TrainArguments:
     warmup_steps: int | None = _arg(
         None, "Linear warm-up steps. Default by preset: tiny 150, small 1000, base 4000; 100 when fine-tuning.")
     lr_scheduler: str = _arg("inverse_sqrt", "Schedule after warm-up: inverse_sqrt (lr * sqrt(warmup / step), "
-                             "the Transformer paper's), linear or cosine decay to 0 at max_steps, or constant.",
+                             "the Transformer paper's), linear or cosine decay to 0 at max_steps (or when --max_train_minutes "
+                             "runs out, if that comes first), or constant.",
                              choices=["inverse_sqrt", "linear", "cosine", "constant"])
     weight_decay: float = _arg(0.01, "AdamW weight decay (not applied to biases, LayerNorms and embeddings).")
     adam_beta1: float = _arg(0.9, "AdamW beta1.")

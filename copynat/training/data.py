@@ -89,6 +89,14 @@ class DataArguments:
     max_eval_samples: int | None = _arg(None, "Keep only the first N validation and test examples.")
     overwrite_cache: bool = _arg(False, "Re-parse data files and redo preprocessing instead of using the cache.")
     cache_dir: str | None = _arg(None, "Cache folder for `datasets` (default: HF_DATASETS_CACHE).")
+    entity_augmentation: int = _arg(
+        0, "Teach copying in context: add this many copies of each training pair whose source and target share a "
+           "name or number (not the first word), that word replaced on both sides by a generated entity of any "
+           "script (copynat.data.augment; 4 is a good value for translation). 0 = off.")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.entity_augmentation, bool) or self.entity_augmentation < 0:
+            raise ValueError(f"--entity_augmentation must be an integer >= 0, got {self.entity_augmentation}")
 
     def split_files(self) -> dict[str, str]:
         """The local data files given, by split."""
@@ -127,8 +135,24 @@ def load_raw_datasets(args: DataArguments) -> datasets.DatasetDict:
         limit = args.max_train_samples if split == "train" else args.max_eval_samples
         if limit is not None and limit < len(ds):
             ds = ds.select(range(limit))
+        if split == "train" and args.entity_augmentation:
+            ds = _augment_with_entities(ds, args.entity_augmentation)
         result[split] = ds
     return result
+
+
+def _augment_with_entities(ds: datasets.Dataset, copies: int) -> datasets.Dataset:
+    """The training split plus `copies` entity-swapped copies of each pair that shares a name or number."""
+    from copynat.data.augment import augment_with_entities
+
+    sources, targets = augment_with_entities(ds["source"], ds["target"], copies)
+    logger.info("entity augmentation: %d pairs share a name or number; %d copies added to %d training pairs",
+                len(sources) // copies, len(sources), len(ds))
+    if not sources:
+        return ds
+    added = datasets.Dataset.from_dict({"source": sources, "target": targets},
+                                       features=ds.select_columns(["source", "target"]).features)
+    return datasets.concatenate_datasets([ds.select_columns(["source", "target"]), added])
 
 
 def _load_file(path: str, split: str, args: DataArguments) -> datasets.Dataset:

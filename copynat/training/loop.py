@@ -172,9 +172,13 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             raise UsageError("--objective rl trains the autoregressive decoder; this model has decoder_mode='nat'")
     decodings = parse_decodings(train_args.eval_decoding or default_decodings(model))
     for name in [n for n, kw in decodings.items() if kw.get("non_autoregressive")]:
-        if getattr(model, "length_predictor", None) is None:
-            logger.warning("--eval_decoding %s skipped: NAT decoding needs a model with a length predictor "
+        if not model.config.uses_nat:
+            logger.warning("--eval_decoding %s skipped: NAT decoding needs a model trained to decode in parallel "
                            "(decoder_mode nat or hybrid)", name)
+            decodings.pop(name)
+        elif model.config.nat_training == "ctc" and (decodings[name]["nat_iterations"] > 1
+                                                     or decodings[name].get("length_beam", 1) > 1):
+            logger.warning("--eval_decoding %s skipped: a CTC model decodes in one pass (nat1)", name)
             decodings.pop(name)
     if not decodings:
         raise UsageError("--eval_decoding: nothing left to evaluate (NAT decodings need decoder_mode nat or hybrid)")
@@ -205,7 +209,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         ss_k = default_schedule_k(train_args.scheduled_sampling, max_steps, train_args.scheduled_sampling_min_prob)
 
     optimizer = build_optimizer(model, train_args)
-    scheduler = build_scheduler(optimizer, train_args.lr_scheduler, train_args.warmup_steps, max_steps)
+    # The share of --max_train_minutes spent, as the processes last agreed on it (so they share one learning rate).
+    budget_used = [0.0]
+    scheduler = build_scheduler(optimizer, train_args.lr_scheduler, train_args.warmup_steps, max_steps,
+                                budget_used=(lambda: budget_used[0]) if train_args.max_train_minutes else None)
     if train_args.torch_compile:
         model.compile(dynamic=True)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -225,6 +232,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         if main:
             logger.warning("resuming from %s (step %d, epoch %d)", checkpoint, state.step, state.epoch)
     state.stop_reason = None
+    if train_args.max_train_minutes:  # a resumed run goes on decaying from where its clock stopped
+        budget_used[0] = state.train_seconds / (60 * train_args.max_train_minutes)
     metrics_log = MetricsLog(accelerator, output_dir / "metrics.jsonl", bool(trackers))
     if checkpoint is not None:
         metrics_log.truncate_after(state.step)
@@ -411,12 +420,20 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             return flag
         return bool(accelerator.reduce(torch.tensor([float(flag)], device=device), reduction="sum").item() > 0)
 
+    def agreed_mean(value: float) -> float:
+        """The mean of `value` over the processes (the same number on each)."""
+        if accelerator.num_processes == 1:
+            return value
+        return float(accelerator.reduce(torch.tensor([value], device=device), reduction="mean").item())
+
     def step_boundary(signals: StopSignals) -> None:
         """Evaluate, checkpoint and decide whether to stop, after each update."""
         eval_started = time.perf_counter()
         last = state.step >= max_steps
         out_of_time = stop_requested = False
         if state.step % agree_every == 0 or last:  # clocks and signals differ between processes: stop together
+            if train_args.max_train_minutes:
+                budget_used[0] = agreed_mean(state.train_seconds) / (60 * train_args.max_train_minutes)
             out_of_time = agreed(bool(train_args.max_train_minutes)
                                  and state.train_seconds >= 60 * train_args.max_train_minutes)
             stop_requested = agreed(signals.requested is not None)  # a signal may reach only one process

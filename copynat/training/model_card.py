@@ -295,6 +295,7 @@ _FILE_ROLES = {
     "parallel_decoder.py": "modeling code for `trust_remote_code=True`: the length predictor and parallel pass",
     "monotonic_alignment.py": "modeling code for `trust_remote_code=True`: guided attention, monotonic decoding",
     "encoder_heads.py": "modeling code for `trust_remote_code=True`: the sequence and token classifiers",
+    "copy_completion.py": "modeling code for `trust_remote_code=True`: a copied word is completed whole",
     "results.json": "the measured scores and speed (every number of this card)",
     "metrics.jsonl": "the training log (loss, learning rate, tokens/s, evaluations)",
     "training_args.json": "all arguments of the training run",

@@ -225,6 +225,8 @@ def echo_entities(dataset, split: str) -> dict[str, list[list[str]]] | None:
 
 def default_decodings(model) -> str:
     mode = model.config.decoder_mode
+    if getattr(model.config, "nat_training", None) == "ctc":  # one pass: CTC has no refinement
+        return {"ar": "greedy", "nat": "nat1", "hybrid": "greedy,nat1"}[mode]
     return {"ar": "greedy", "nat": "nat4,nat1", "hybrid": "greedy,nat4"}[mode]
 
 

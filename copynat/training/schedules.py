@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -22,7 +23,11 @@ def inverse_sqrt_lambda(warmup_steps: int):
     return multiplier
 
 
-def build_scheduler(optimizer, name: str, warmup_steps: int, total_steps: int):
+def build_scheduler(optimizer, name: str, warmup_steps: int, total_steps: int,
+                    budget_used: Callable[[], float] | None = None):
+    """The learning-rate schedule `name` as a LambdaLR. Linear and cosine decay to 0 at `total_steps`, or earlier
+    when `budget_used` (the share of a time budget spent, in [0, 1]) runs ahead of the steps: a run with a
+    wall-clock budget then anneals within it, on a fast machine as on a slow one."""
     if name == "inverse_sqrt":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, inverse_sqrt_lambda(warmup_steps))
     warmup = max(1, warmup_steps)
@@ -34,6 +39,8 @@ def build_scheduler(optimizer, name: str, warmup_steps: int, total_steps: int):
         if name == "constant":
             return 1.0
         progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        if budget_used is not None:
+            progress = max(progress, min(1.0, budget_used()))
         if name == "linear":
             return max(0.0, 1.0 - progress)
         return 0.5 * (1.0 + math.cos(math.pi * progress))  # cosine
