@@ -13,7 +13,7 @@ from copynat import CopyNatForConditionalGeneration, train_tokenizer
 from copynat.data import repeats_beyond_source
 from copynat.modeling.copy_generator import copy_runs, respaced_token_ids
 from copynat.modeling.copy_generator import CopyNatCache
-from copynat.modeling.utf8_validity import byte_token_classes
+from copynat.modeling.utf8_validity import byte_token_bounds, byte_token_classes
 
 ALL_ON = dict(copy_continuation_window=8, copy_respace=True, copy_previous_token_keys=True, copy_coverage=True)
 
@@ -191,6 +191,27 @@ def test_byte_token_classes_describe_where_characters_start_and_end():
     assert by_piece("</s>") == [0, 0, 0, 1]
 
 
+def test_no_lead_byte_that_utf8_forbids_and_no_overlong_or_surrogate_continuation():
+    from copynat.modeling.utf8_validity import Utf8ValidityLogitsProcessor, byte_level_alphabet
+
+    character = {byte: piece for piece, byte in byte_level_alphabet().items()}
+    vocab = {"<pad>": 0, **{character[byte]: byte + 1 for byte in range(256)}}  # every byte, one piece each
+    piece = lambda byte: byte + 1  # noqa: E731
+    processor = Utf8ValidityLogitsProcessor(byte_token_classes(vocab), bounds=byte_token_bounds(vocab))
+    allowed = lambda *bytes_so_far: processor(  # noqa: E731
+        torch.tensor([[0, *map(piece, bytes_so_far)]]), torch.zeros(1, len(vocab)))[0].isfinite()
+    start = allowed()
+    assert not any(start[piece(b)] for b in (0xC0, 0xC1, *range(0xF5, 0x100)))  # never a lead in UTF-8
+    assert start[piece(0xC2)] and start[piece(0xE0)] and start[piece(0xF4)] and not start[piece(0x80)]
+    after_e0 = allowed(0xE0)  # 0xE0 0x80-0x9F would be an overlong form
+    assert not after_e0[piece(0x80)] and not after_e0[piece(0x9F)] and after_e0[piece(0xA4)]
+    after_ed = allowed(0xED)  # 0xED 0xA0-0xBF would be a surrogate
+    assert after_ed[piece(0x9F)] and not after_ed[piece(0xA0)]
+    assert allowed(0xF4)[piece(0x8F)] and not allowed(0xF4)[piece(0x90)]  # nothing past U+10FFFF
+    assert allowed(0xE0, 0xA4)[piece(0x80)]  # only the byte right after the lead is narrowed
+    assert not allowed(0xE0, 0xA4)[piece(ord("A"))]
+
+
 def test_generate_never_breaks_a_character():
     tokenizer = _byte_level_tokenizer()
     torch.manual_seed(0)
@@ -264,6 +285,23 @@ def test_repeats_beyond_source_finds_loops_only():
     assert not repeats_beyond_source([1, 8, 9, 8, 9, 8, 9, 2], [8, 9, 2])  # three times is allowed
 
 
+def test_loop_guard_bans_only_the_piece_that_would_loop_beyond_the_source():
+    from copynat.modeling.copy_completion import RepetitionBeyondSourceLogitsProcessor
+
+    source = torch.tensor([[5, 6, 6, 6, 6, 7, 0], [8, 9, 2, 0, 0, 0, 0]])
+    guard = RepetitionBeyondSourceLogitsProcessor(source, pad_token_id=0)
+    written = torch.tensor([[1, 6, 6, 6], [1, 3, 3, 3]])  # the decoder start token first
+    allowed = guard(written, torch.zeros(2, 12)).isfinite()
+    assert allowed[0].all()  # the source has 6 four times in a row: the copy may too
+    assert not allowed[1, 3] and allowed[1].sum() == 11  # a fourth 3 is banned, nothing else
+    units = torch.tensor([[1, 8, 9, 8, 9, 8, 9, 8]] * 2)
+    allowed = guard(units, torch.zeros(2, 12)).isfinite()
+    assert not allowed[:, 9].any() and allowed[:, 8].all()  # a two-piece unit (8 9) four times
+    beams = guard(written.repeat_interleave(3, 0), torch.zeros(6, 12)).isfinite()  # beams repeat their source
+    assert beams[:3].all() and not beams[3:, 3].any()
+    assert guard(written, torch.full((2, 12), float("-inf")).index_fill(1, torch.tensor([3]), 0.0))[1, 3] == 0.0
+
+
 def test_no_repetition_loops_on_the_out_of_distribution_split(echo_model):
     from copynat.data import make_echo_ood_examples
 
@@ -302,6 +340,16 @@ def test_word_piece_classes_tell_word_starts_from_word_pieces():
     assert row("<pad>") == [False, False, False] and table[-1].tolist() == [False, False, False]
     assert row("ŀ") == [False, True, True]  # a continuation byte carries on a character, so a word
     assert row("ĠÐ") == [True, True, True]  # a character left open: inside a word
+    from copynat.modeling.utf8_validity import byte_level_alphabet
+
+    as_piece = {byte: character for character, byte in byte_level_alphabet().items()}
+    spell = lambda text: "".join(as_piece[byte] for byte in text.encode())  # noqa: E731
+    han = {spell("和"): 0, spell("和")[:1]: 1, spell("和")[1:]: 2, spell("한"): 3}
+    cjk = word_piece_classes(han).tolist()
+    # Han is written without spaces: a Han character, or the piece that begins one, begins no word (only the
+    # bytes that finish a character carry it on); Korean spaces its words, so Hangul is word text
+    assert cjk[0] == [False, False, False] and cjk[1] == [False, False, True] and cjk[2] == [False, True, True]
+    assert cjk[3] == [False, True, True]
 
 
 def test_a_copied_word_is_finished_and_not_carried_on():
@@ -335,7 +383,8 @@ def test_a_copied_word_is_finished_and_not_carried_on():
 
 def test_generate_copies_source_words_whole_once_the_vocabulary_is_set():
     """A random copy model with set_vocabulary: whenever the word it writes is a copy of the start of a source word,
-    its next piece is that word's next piece (greedy and beam search); complete_copied_words=False turns it off."""
+    its next piece is that word's next piece (greedy and beam search), and it never loops beyond the source;
+    complete_copied_words=False and stop_loops=False turn both off."""
     from copynat.modeling.copy_completion import CopiedWordCompletionLogitsProcessor
 
     torch.manual_seed(3)
@@ -350,6 +399,9 @@ def test_generate_copies_source_words_whole_once_the_vocabulary_is_set():
             allowed = checker(out[:, :step], torch.zeros(out.shape[0], VOCAB)) > float("-inf")
             taken = allowed.gather(1, out[:, step:step + 1]).squeeze(1) | (out[:, step] == 0)  # 0: padding
             assert bool(taken.all()), (settings, step)
-    free = model.generate(source, max_new_tokens=12, complete_copied_words=False)
+        # and the loop guard: this random model repeats itself (see `free` below), never beyond the source here
+        assert not any(repeats_beyond_source(row[1:], src) for row, src in zip(out.tolist(), source.tolist()))
+    free = model.generate(source, max_new_tokens=12, complete_copied_words=False, stop_loops=False)
+    assert any(repeats_beyond_source(row[1:], src) for row, src in zip(free.tolist(), source.tolist()))
     model.word_piece_classes.zero_()  # a vocabulary never set: nothing to constrain
     assert torch.equal(model.generate(source, max_new_tokens=12), free)

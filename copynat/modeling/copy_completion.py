@@ -1,4 +1,5 @@
-"""Whole copied words: a logits processor that lets generate() copy a source word whole, no piece less, no piece more.
+"""Whole copied words: logits processors that let generate() copy a source word whole, no piece less, no piece more,
+and never loop.
 
 A name comes out of a subword model as several pieces ("ĠMoh", "am", "med"). A translation model whose corpus
 copies few long words walks the pointer through such a name and then, a piece before its end, lets the vocabulary
@@ -13,6 +14,9 @@ Token ids only, like the copy head: it holds for names, scripts and numbers neve
 know which pieces begin a word and which continue one (`word_piece_classes`, filled by `set_vocabulary`); a model
 whose vocabulary was never set has an all-zero table and the processor is never added.
 
+`RepetitionBeyondSourceLogitsProcessor` stops the stutter that a copy head can fall into once it loses its place: no
+unit of a few pieces more than three times in a row unless the source has it so.
+
 This file is part of the Hub remote code: it imports only torch and transformers.
 """
 
@@ -23,7 +27,8 @@ from transformers import LogitsProcessor
 
 from .utf8_validity import byte_level_alphabet
 
-__all__ = ["CopiedWordCompletionLogitsProcessor", "WORD_PIECE_FIELDS", "word_piece_classes"]
+__all__ = ["CopiedWordCompletionLogitsProcessor", "RepetitionBeyondSourceLogitsProcessor", "WORD_PIECE_FIELDS",
+           "word_piece_classes"]
 
 #: Columns of `word_piece_classes`: the piece begins with a space marker; its first character is a letter, digit or
 #: mark (or a byte continuing a character); its last character is one (or it leaves a character open).
@@ -33,14 +38,26 @@ _MARKERS = ("Ġ", "▁")
 
 
 def _is_word_character(character: str) -> bool:
-    return character.isalnum() or unicodedata.category(character).startswith("M")
+    """A letter, digit or mark of a script that spaces its words. Han and kana are written without spaces (我是庫洛洛),
+    so each of their characters stands alone: a run of them is no word to complete."""
+    return (character.isalnum() or unicodedata.category(character).startswith("M")) and not _spaceless(character)
+
+
+def _spaceless(character: str) -> bool:
+    code = ord(character)
+    return 0x3000 <= code <= 0x9FFF or 0xF900 <= code <= 0xFAFF or 0x20000 <= code <= 0x3FFFF
+
+
+#: Lead bytes of the characters U+3000-U+9FFF (CJK punctuation, kana, Han): a piece that begins one begins no word.
+_SPACELESS_LEADS = range(0xE3, 0xEA)
 
 
 def word_piece_classes(vocab: dict[str, int], size: int | None = None) -> torch.Tensor:
-    """[vocab size, 3] bool (`WORD_PIECE_FIELDS`) for a vocabulary {piece: id}: byte-level pieces are read as bytes,
-    other pieces as text. Special and added tokens are all False (they neither start nor continue a word)."""
+    """[vocab size, 3] int8 of 0/1 (`WORD_PIECE_FIELDS`) for a vocabulary {piece: id}: byte-level pieces are read as
+    bytes, other pieces as text. Special and added tokens are all 0 (they neither start nor continue a word). Not bool:
+    DDP broadcasts buffers, and gloo before torch 2.7 has no bool."""
     alphabet = byte_level_alphabet()
-    table = torch.zeros(size or max(vocab.values()) + 1, 3, dtype=torch.bool)
+    table = torch.zeros(size or max(vocab.values()) + 1, 3, dtype=torch.int8)
     for piece, index in vocab.items():
         if not piece or index >= table.shape[0] or (piece.startswith("<") and piece.endswith(">")):
             continue
@@ -52,7 +69,7 @@ def word_piece_classes(vocab: dict[str, int], size: int | None = None) -> torch.
                 continue
             # A character cut at either end of the piece (a byte-level piece may hold part of one) is inside a word.
             text = body.decode("utf-8", errors="replace")
-            first = text[0] == "\ufffd" or _is_word_character(text[0])
+            first = (text[0] == "\ufffd" and body[0] not in _SPACELESS_LEADS) or _is_word_character(text[0])
             last = text[-1] == "\ufffd" or _is_word_character(text[-1])
         else:
             space = piece.startswith(_MARKERS)
@@ -98,6 +115,13 @@ class CopiedWordCompletionLogitsProcessor(LogitsProcessor):
             setattr(self, name, getattr(self, name).to(device))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        constrained = self._constrain(input_ids, scores)
+        # Where the rule leaves no finite score (the piece it asks for is ruled out by another processor, such as
+        # valid UTF-8), the row keeps its scores: generate() must always have a piece to choose.
+        stuck = ~constrained.isfinite().any(1, keepdim=True)
+        return torch.where(stuck, scores, constrained) if bool(stuck.any()) else constrained
+
+    def _constrain(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.source.device != scores.device:
             self._to(scores.device)
         written = input_ids[:, 1:]  # after the decoder start token
@@ -142,3 +166,45 @@ class CopiedWordCompletionLogitsProcessor(LogitsProcessor):
             carries_on = self.last[last_piece][:, None] & (self.first & ~self.space)[None, :]
             scores = scores.masked_fill(ended[:, None] & carries_on, float("-inf"))
         return scores
+
+
+class RepetitionBeyondSourceLogitsProcessor(LogitsProcessor):
+    """A loop guard: no unit of 1 to `longest_unit` pieces stands more than `limit` times in a row in the output
+    unless it stands so in the source ("Krzzyyyyyyf", "7187187187..."; "洛洛洛洛" is a three-piece unit of byte-level
+    pieces four times). A copy never needs such a run, and a source that has one ("000000") may still be copied.
+    At each step it bans, per row and unit size, the one piece that would complete the run: at most `longest_unit`
+    pieces, so the model's choice is kept everywhere else."""
+
+    def __init__(self, source_ids: torch.LongTensor, pad_token_id: int | None = None, limit: int = 3,
+                 longest_unit: int = 6):
+        self.source, self.limit, self.longest_unit = source_ids.long(), limit, longest_unit
+        if pad_token_id is not None:  # padding never matches a written piece
+            self.source = self.source.masked_fill(self.source == pad_token_id, -1)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        written = input_ids[:, 1:].to(scores.device)  # after the decoder start token
+        rows = written.shape[0]
+        source = self.source.to(scores.device)
+        if rows != source.shape[0]:  # beams and samples repeat their source row
+            source = source.repeat_interleave(rows // source.shape[0], 0)
+        banned = torch.zeros_like(scores, dtype=torch.bool)
+        for size in range(1, self.longest_unit + 1):
+            window = (self.limit + 1) * size  # the run that the next piece would complete
+            if written.shape[1] < window - 1 or source.shape[1] < 1:
+                break
+            tail = written[:, -(window - 1):]
+            periodic = (tail[:, size:] == tail[:, :-size]).all(1)
+            if not bool(periodic.any()):
+                continue
+            completes = tail[:, -size]  # the piece that would make the run `limit + 1` units long
+            run = torch.cat((tail, completes[:, None]), dim=1)
+            in_source = torch.zeros_like(periodic)
+            if source.shape[1] >= window:
+                in_source = (source.unfold(1, window, 1) == run[:, None, :]).all(2).any(1)
+            ban = periodic & ~in_source
+            banned[ban, completes[ban]] = True
+        if not bool(banned.any()):
+            return scores
+        guarded = scores.masked_fill(banned, float("-inf"))
+        stuck = ~guarded.isfinite().any(1, keepdim=True)  # never leave a row without a piece to choose
+        return torch.where(stuck, scores, guarded)

@@ -18,7 +18,7 @@ from transformers.generation import LogitsProcessorList
 from transformers.generation.utils import GenerateBeamEncoderDecoderOutput
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
-from .copy_completion import CopiedWordCompletionLogitsProcessor
+from .copy_completion import CopiedWordCompletionLogitsProcessor, RepetitionBeyondSourceLogitsProcessor
 from .copy_generator import CopyNatCache
 from .monotonic_alignment import MonotonicAttention
 from .utf8_validity import Utf8ValidityLogitsProcessor
@@ -73,7 +73,7 @@ def max_over_last_dim(x: torch.Tensor, block: int = 64) -> tuple[torch.Tensor, t
 
 
 def autoregressive_generate(model, parent_generate, inputs, generation_config, monotonic_window=None,
-                            valid_utf8: bool = True, complete_copied_words: bool = True,
+                            valid_utf8: bool = True, complete_copied_words: bool = True, stop_loops: bool = True,
                             output_copy_info: bool = False, **kwargs):
     """transformers' generate() (`parent_generate`) with copynat's KV cache, constraints and copy info (see
     CopyNatForConditionalGeneration.generate)."""
@@ -118,19 +118,22 @@ def autoregressive_generate(model, parent_generate, inputs, generation_config, m
         kwargs["encoder_outputs"] = model.model.encoder(input_ids=source_ids, attention_mask=mask)
         kwargs["attention_mask"] = (source_ids != model.config.pad_token_id).long()
     processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
-    if complete_copied_words and bool(model.word_piece_classes.any()):
-        source_ids = inputs if inputs is not None else kwargs.get("input_ids")
-        if source_ids is None and kwargs.get("encoder_outputs") is not None:
-            source_ids = getattr(kwargs["encoder_outputs"], "source_ids", None)
-        if source_ids is not None:
+    # valid UTF-8 first: the word rule then sees what it leaves, and keeps a row as it is where it would leave nothing
+    if valid_utf8 and bool(model.byte_token_classes[:, 2].any()):
+        processors.append(Utf8ValidityLogitsProcessor(
+            model.byte_token_classes, max_new_tokens=kwargs.get("max_new_tokens", settings.max_new_tokens),
+            max_length=kwargs.get("max_length", settings.max_length), bounds=model.byte_token_bounds))
+    source_ids = inputs if inputs is not None else kwargs.get("input_ids")
+    if source_ids is None and kwargs.get("encoder_outputs") is not None:
+        source_ids = getattr(kwargs["encoder_outputs"], "source_ids", None)
+    if source_ids is not None and bool(model.word_piece_classes.any()):  # set_vocabulary has run
+        if complete_copied_words:
             canonical = None if model.copy_generator is None else model.copy_generator.canonical_ids(
                 torch.arange(model.config.vocab_size, device=model.device))
             processors.append(CopiedWordCompletionLogitsProcessor(
                 source_ids, model.word_piece_classes, canonical, pad_token_id=model.config.pad_token_id))
-    if valid_utf8 and bool(model.byte_token_classes[:, 2].any()):
-        processors.append(Utf8ValidityLogitsProcessor(
-            model.byte_token_classes, max_new_tokens=kwargs.get("max_new_tokens", settings.max_new_tokens),
-            max_length=kwargs.get("max_length", settings.max_length)))
+        if stop_loops:
+            processors.append(RepetitionBeyondSourceLogitsProcessor(source_ids, model.config.pad_token_id))
     if processors:
         kwargs["logits_processor"] = processors
     if not output_copy_info:

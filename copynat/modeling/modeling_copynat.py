@@ -19,12 +19,8 @@ from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.generation import GenerationMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import (
-    BaseModelOutput,
-    BaseModelOutputWithPastAndCrossAttentions,
-    Seq2SeqLMOutput,
-    Seq2SeqModelOutput,
-)
+from transformers.modeling_outputs import (BaseModelOutput, BaseModelOutputWithPastAndCrossAttentions, Seq2SeqLMOutput,
+                                           Seq2SeqModelOutput)
 from transformers.modeling_utils import PreTrainedModel
 
 from .configuration_copynat import CopyNatConfig, corrupt_weights_error, write_remote_code
@@ -542,7 +538,8 @@ class CopyNatPreTrainedModel(PreTrainedModel):
             init.copy_(module.respaced_ids, torch.arange(module.respaced_ids.numel()))
         if isinstance(module, CopyNatForConditionalGeneration):
             init.copy_(module.byte_token_classes, whole_characters(module.byte_token_classes.shape[0]))
-            init.zeros_(module.word_piece_classes)
+            for unknown_until_set_vocabulary in (module.word_piece_classes, module.byte_token_bounds):
+                init.zeros_(unknown_until_set_vocabulary)
 
 
 class CopyNatModel(CopyNatPreTrainedModel):
@@ -617,7 +614,7 @@ class CopyNatForConditionalGeneration(OutputHead, ParallelDecoder, CopyNatPreTra
     `non_autoregressive=True`, in parallel (`generation_copynat.py`)."""
 
     _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
-    _keys_to_ignore_on_load_missing = [r"word_piece_classes"]  # saved since 2026-12-06; all zero = no constraint
+    _keys_to_ignore_on_load_missing = [r"word_piece_classes", r"byte_token_bounds"]  # since 2026-12-06; 0 = unknown
 
     def __init__(self, config: CopyNatConfig):
         super().__init__(config)
@@ -625,10 +622,10 @@ class CopyNatForConditionalGeneration(OutputHead, ParallelDecoder, CopyNatPreTra
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.copy_generator = CopyGenerator(config) if config.use_copy_mechanism else None
         self.length_predictor = LengthPredictor(config) if config.uses_nat and config.nat_training != "ctc" else None
-        # per piece: how it begins and ends a UTF-8 character (`utf8_validity`) and a word (`copy_completion`); filled
-        # by set_vocabulary
+        # per piece, filled by set_vocabulary: how it begins and ends a UTF-8 character and a word
         self.register_buffer("byte_token_classes", whole_characters(config.vocab_size), persistent=True)
-        self.register_buffer("word_piece_classes", torch.zeros(config.vocab_size, 3, dtype=torch.bool), persistent=True)
+        self.register_buffer("byte_token_bounds", torch.zeros(config.vocab_size, 3, dtype=torch.int32), persistent=True)
+        self.register_buffer("word_piece_classes", torch.zeros(config.vocab_size, 3, dtype=torch.int8), persistent=True)
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Linear:
@@ -782,7 +779,9 @@ class CopyNatForConditionalGeneration(OutputHead, ParallelDecoder, CopyNatPreTra
         - `valid_utf8` (AR, default True): once `set_vocabulary` has told the model its byte-level pieces, no output
           breaks a UTF-8 character (`Utf8ValidityLogitsProcessor`); False turns the constraint off;
         - `complete_copied_words` (AR, default True): once `set_vocabulary` has run, a source word being copied is
-          copied whole, no piece less and no piece more (`CopiedWordCompletionLogitsProcessor`).
+          copied whole, no piece less and no piece more (`CopiedWordCompletionLogitsProcessor`);
+        - `stop_loops` (AR, default True, after `set_vocabulary`): no unit of 1-6 pieces more than 3 times in a row
+          unless the source has it so (`RepetitionBeyondSourceLogitsProcessor`).
 
         The copy head's location and coverage read earlier steps, which the KV cache keeps (a `CopyNatCache`).
         """
@@ -791,7 +790,7 @@ class CopyNatForConditionalGeneration(OutputHead, ParallelDecoder, CopyNatPreTra
             return autoregressive_generate(self, super().generate, inputs, generation_config, **kwargs)
         if kwargs.pop("monotonic_window", None) is not None:
             raise ValueError("monotonic_window constrains autoregressive decoding; drop it with non_autoregressive")
-        for step_constraint in ("valid_utf8", "complete_copied_words"):  # parallel decoding has no step to constrain
+        for step_constraint in ("valid_utf8", "complete_copied_words", "stop_loops"):  # parallel decoding has no step to constrain
             kwargs.pop(step_constraint, None)
         return non_autoregressive_generate(self, inputs, **nat_arguments, **kwargs)
 

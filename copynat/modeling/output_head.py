@@ -2,8 +2,8 @@
 the copy mechanism mixed in, its loss, and its most likely token.
 
 `OutputHead` holds the methods; `CopyNatForConditionalGeneration` inherits them and builds the parts they use
-(`lm_head`, `copy_generator`, the `byte_token_classes` and `word_piece_classes` buffers). This file is part of the Hub remote code: it imports
-only torch, transformers and its siblings.
+(`lm_head`, `copy_generator`, the `byte_token_classes`, `byte_token_bounds` and `word_piece_classes` buffers).
+This file is part of the Hub remote code: it imports only torch, transformers and its siblings.
 """
 
 from typing import NamedTuple
@@ -15,7 +15,7 @@ from transformers.cache_utils import Cache
 from .copy_completion import word_piece_classes
 from .copy_generator import CopyNatCache, CopyOutput, copy_runs
 from .generation_copynat import max_over_last_dim
-from .utf8_validity import byte_token_classes
+from .utf8_validity import byte_token_bounds, byte_token_classes
 
 __all__ = ["HeadOutput", "OutputHead", "whole_characters"]
 
@@ -48,6 +48,8 @@ class OutputHead:
             self.copy_generator.set_vocabulary(vocab)
         table = byte_token_classes(vocab, self.byte_token_classes.shape[0])
         self.byte_token_classes.copy_(table.to(self.byte_token_classes.device))
+        bounds = byte_token_bounds(vocab, self.byte_token_bounds.shape[0])
+        self.byte_token_bounds.copy_(bounds.to(self.byte_token_bounds.device))
         table = word_piece_classes(vocab, self.word_piece_classes.shape[0])
         self.word_piece_classes.copy_(table.to(self.word_piece_classes.device))
 
