@@ -127,13 +127,13 @@ def autoregressive_generate(model, parent_generate, inputs, generation_config, m
     if source_ids is None and kwargs.get("encoder_outputs") is not None:
         source_ids = getattr(kwargs["encoder_outputs"], "source_ids", None)
     if source_ids is not None and bool(model.word_piece_classes.any()):  # set_vocabulary has run
+        if stop_loops:  # before the word rule, which then never forces the piece that closes a loop
+            processors.append(RepetitionBeyondSourceLogitsProcessor(source_ids, model.config.pad_token_id))
         if complete_copied_words:
             canonical = None if model.copy_generator is None else model.copy_generator.canonical_ids(
                 torch.arange(model.config.vocab_size, device=model.device))
             processors.append(CopiedWordCompletionLogitsProcessor(
                 source_ids, model.word_piece_classes, canonical, pad_token_id=model.config.pad_token_id))
-        if stop_loops:
-            processors.append(RepetitionBeyondSourceLogitsProcessor(source_ids, model.config.pad_token_id))
     if processors:
         kwargs["logits_processor"] = processors
     if not output_copy_info:
