@@ -790,7 +790,7 @@ class CopyNatForConditionalGeneration(OutputHead, ParallelDecoder, CopyNatPreTra
             return autoregressive_generate(self, super().generate, inputs, generation_config, **kwargs)
         if kwargs.pop("monotonic_window", None) is not None:
             raise ValueError("monotonic_window constrains autoregressive decoding; drop it with non_autoregressive")
-        for step_constraint in ("valid_utf8", "complete_copied_words", "stop_loops"):  # parallel decoding has no step to constrain
+        for step_constraint in ("valid_utf8", "complete_copied_words", "stop_loops"):  # no steps in a parallel pass
             kwargs.pop(step_constraint, None)
         return non_autoregressive_generate(self, inputs, **nat_arguments, **kwargs)
 
