@@ -243,17 +243,23 @@ def _pad_to(tensor: torch.Tensor, length: int, value) -> torch.Tensor:
     return torch.cat((tensor, tensor.new_full(shape, value)), dim=1)
 
 
+def _encode_source(model, input_ids, attention_mask):
+    """(source ids on the model's device, encoder output, [batch, src] mask of real source tokens): what every
+    parallel decoding starts from (a 3-D graph mask encodes as given; padding then comes from the ids)."""
+    input_ids = input_ids.to(model.device)
+    if attention_mask is None:
+        attention_mask = (input_ids != model.config.pad_token_id).long()
+    attention_mask = attention_mask.to(model.device)
+    encoder = model.model.encoder(input_ids=input_ids, attention_mask=attention_mask)
+    source_mask = attention_mask.bool() if attention_mask.dim() == 2 else input_ids != model.config.pad_token_id
+    return input_ids, encoder, source_mask
+
+
 def _decode_in_parallel(model, input_ids, attention_mask, nat_iterations, length_beam, rescore_with_ar,
                         max_new_tokens, return_dict_in_generate, nat_compile=False):
     """The body of non_autoregressive_generate, on validated arguments."""
-    config = model.config
-    device = model.device
-    input_ids = input_ids.to(device)
-    if attention_mask is None:
-        attention_mask = (input_ids != config.pad_token_id).long()
-    attention_mask = attention_mask.to(device)
-    encoder = model.model.encoder(input_ids=input_ids, attention_mask=attention_mask)
-    source_mask = attention_mask.bool() if attention_mask.dim() == 2 else input_ids != config.pad_token_id
+    config, device = model.config, model.device
+    input_ids, encoder, source_mask = _encode_source(model, input_ids, attention_mask)
     source_lengths = source_mask.sum(1)
 
     # Length beam: the K most likely lengths of each input, decoded side by side as K * batch rows.
@@ -335,14 +341,8 @@ def _decode_in_parallel(model, input_ids, attention_mask, nat_iterations, length
 def _decode_ctc(model, input_ids, attention_mask, max_new_tokens, return_dict_in_generate):
     """CTC decoding: one parallel pass over `ctc_upsample_ratio` x source-length positions, each position's best
     token (the blank, `<mask>`, included), repeats merged and blanks dropped, cut after the first `</s>`."""
-    config = model.config
-    device = model.device
-    input_ids = input_ids.to(device)
-    if attention_mask is None:
-        attention_mask = (input_ids != config.pad_token_id).long()
-    attention_mask = attention_mask.to(device)
-    encoder = model.model.encoder(input_ids=input_ids, attention_mask=attention_mask)
-    source_mask = attention_mask.bool() if attention_mask.dim() == 2 else input_ids != config.pad_token_id
+    config, device = model.config, model.device
+    input_ids, encoder, source_mask = _encode_source(model, input_ids, attention_mask)
     slot_tokens, slots = model.ctc_slots(input_ids, source_mask)
     head = model.nat_pass(slot_tokens, slots, encoder.last_hidden_state, input_ids, source_mask, mixture=False)
     scores, tokens = model.most_likely_tokens(head, input_ids, overwrite_logits=True, allow_mask=True)
