@@ -6,7 +6,7 @@ the learning-rate schedule, zero_grad. copynat-train adds its logging, progress,
 bookkeeping of evaluation and checkpoints (their own time is not counted: train_seconds excludes it). Both run the
 same number of updates from a freshly initialised model with the same seed, alternately, several times; the ratio
 of median updates/s is the overhead. The copy head's share of the step is measured in the same run: the bare loop
-with and without the copy head.
+with and without the copy head, the two models stepping in turn on the same batches, each step timed.
 
 On a CPU with the tiny preset, per-op cost dominates the way launch cost does on a GPU, so loop overhead shows up
 here as it would there.
@@ -53,41 +53,70 @@ def copynat_train(workdir: Path, steps: int, copy: bool, threads: int) -> float:
     return results["training"]["steps"] / results["training"]["train_seconds"]
 
 
+class BareLoop:
+    """The loop no training can do without, on copynat-train's batches, model and optimizer: forward (loss only),
+    backward, gradient clipping, AdamW (the same fused kernel and parameter groups), the schedule, zero_grad."""
+
+    def __init__(self, tokenizer_dir: Path, tokenized, steps: int, copy: bool, threads: int):
+        from transformers import AutoTokenizer
+
+        from copynat.training.arguments import resolve_defaults
+
+        model_args, data_args, self.train_args = parse_train_args(
+            ["--use_copy_mechanism", str(copy).lower(), "--max_steps", str(steps)])
+        resolve_defaults(model_args, self.train_args, echo=True)
+        torch.set_num_threads(threads)
+        torch.manual_seed(self.train_args.seed)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        self.model = build_model(model_args, data_args, tokenizer, None, echo=True).train()
+        self.optimizer = build_optimizer(self.model, self.train_args)
+        self.scheduler = build_scheduler(self.optimizer, self.train_args.lr_scheduler, self.train_args.warmup_steps,
+                                         steps)
+        data = tokenized["train"]
+        self.sampler = TokenBudgetBatchSampler(example_lengths(data), self.train_args.max_tokens, shuffle=True,
+                                               seed=self.train_args.seed)
+        self.loader = torch.utils.data.DataLoader(data.select_columns(["input_ids", "labels"]),
+                                                  batch_sampler=self.sampler, collate_fn=Seq2SeqCollator(tokenizer))
+
+    def batches(self):
+        """copynat-train's batches, epoch after epoch."""
+        epoch = 0
+        while True:
+            self.sampler.set_epoch(epoch)
+            yield from self.loader
+            epoch += 1
+
+    def step(self, batch: dict) -> None:
+        loss = self.model(**batch, return_logits=False).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_args.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
 def bare_loop(tokenizer_dir: Path, tokenized, steps: int, copy: bool, threads: int) -> float:
-    """Updates per second of the loop no training can do without, on copynat-train's batches and optimizer."""
-    from transformers import AutoTokenizer
-
-    model_args, data_args, train_args = parse_train_args(
-        ["--use_copy_mechanism", str(copy).lower(), "--max_steps", str(steps)])
-    from copynat.training.arguments import resolve_defaults
-
-    resolve_defaults(model_args, train_args, echo=True)
-    torch.set_num_threads(threads)
-    torch.manual_seed(train_args.seed)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    model = build_model(model_args, data_args, tokenizer, None, echo=True).train()
-    optimizer = build_optimizer(model, train_args)
-    scheduler = build_scheduler(optimizer, train_args.lr_scheduler, train_args.warmup_steps, steps)
-    data = tokenized["train"]
-    sampler = TokenBudgetBatchSampler(example_lengths(data), train_args.max_tokens, shuffle=True, seed=train_args.seed)
-    loader = torch.utils.data.DataLoader(data.select_columns(["input_ids", "labels"]), batch_sampler=sampler,
-                                         collate_fn=Seq2SeqCollator(tokenizer))
-    done, epoch = 0, 0
+    """Updates per second of the bare loop, batch preparation included (as in copynat-train)."""
+    loop = BareLoop(tokenizer_dir, tokenized, steps, copy, threads)
     start = time.perf_counter()
-    while done < steps:
-        sampler.set_epoch(epoch)
-        for batch in loader:
-            loss = model(**batch, return_logits=False).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train_args.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            done += 1
-            if done == steps:
-                break
-        epoch += 1
+    for _, batch in zip(range(steps), loop.batches()):
+        loop.step(batch)
     return steps / (time.perf_counter() - start)
+
+
+def copy_head_step_times(tokenizer_dir: Path, tokenized, steps: int, threads: int) -> dict[bool, float]:
+    """Seconds of the bare step with the copy head on and off, {copy: seconds}, summed over `steps` updates.
+
+    The two models step in turn on the same batches (the one that goes first alternates), each step timed on its
+    own: a slower stretch of the machine hits both, which separate runs cannot promise."""
+    loops = {copy: BareLoop(tokenizer_dir, tokenized, steps, copy, threads) for copy in (True, False)}
+    seconds = {True: 0.0, False: 0.0}
+    for index, batch in zip(range(steps), loops[True].batches()):
+        for copy in ((True, False) if index % 2 == 0 else (False, True)):
+            start = time.perf_counter()
+            loops[copy].step(batch)
+            seconds[copy] += time.perf_counter() - start
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -116,10 +145,13 @@ def main(argv: list[str] | None = None) -> dict:
                             else bare_loop(tokenizer_dir, tokenized, steps, copy, args.threads))
                     rates.setdefault(f"{loop} copy={copy}", []).append(rate)
                     print(f"run {run}: {loop:7} copy {'on ' if copy else 'off'} {rate:.2f} updates/s", flush=True)
+        step_seconds = copy_head_step_times(tokenizer_dir, tokenized, steps, args.threads)
+        print(f"paired bare steps: copy on {step_seconds[True]:.2f} s, off {step_seconds[False]:.2f} s", flush=True)
     median = {key: statistics.median(values) for key, values in rates.items()}
     ratio = median["copynat copy=True"] / median["bare copy=True"]
     ratio_no_copy = median["copynat copy=False"] / median["bare copy=False"]
-    copy_share = 1.0 - median["bare copy=True"] / median["bare copy=False"]
+    copy_share = 1.0 - step_seconds[False] / step_seconds[True]
+    copy_share_separate_runs = 1.0 - median["bare copy=True"] / median["bare copy=False"]
     aims = {"ratio >= 0.95": ratio >= 0.95, "ratio_no_copy >= 0.95": ratio_no_copy >= 0.95,
             "copy head <= 8 % of the step": copy_share <= 0.08}
     rows = [[key.split()[0], key.split()[1].replace("copy=", "copy "), f"{median[key]:.2f}",
@@ -128,10 +160,15 @@ def main(argv: list[str] | None = None) -> dict:
                 f"alternating runs, {args.threads} threads{', quick smoke run' if args.quick else ''})\n\n"
                 + common.markdown_table(["loop", "copy head", "median updates/s", "runs"], rows)
                 + f"\n\ncopynat-train / bare loop: **{ratio:.3f}x** with the copy head, **{ratio_no_copy:.3f}x** "
-                  f"without; the copy head takes **{100 * copy_share:.1f} %** of the bare loop's step.\n\naims: "
+                  f"without.\n\nThe copy head takes **{100 * copy_share:.1f} %** of the bare loop's step: {steps} "
+                  f"updates of the two models in turn on the same batches, {step_seconds[True]:.2f} s with it and "
+                  f"{step_seconds[False]:.2f} s without ({100 * copy_share_separate_runs:.1f} % from the medians "
+                  "of the separate runs above, which the machine's drift between runs blurs).\n\naims: "
                 + ", ".join(f"{aim} {'met' if ok else 'MISSED'}" for aim, ok in aims.items()) + "\n")
     print(markdown)
     payload = {"benchmark": NAME, "ratio": ratio, "ratio_no_copy": ratio_no_copy, "copy_head_share": copy_share,
+               "copy_head_share_separate_runs": copy_share_separate_runs,
+               "paired_step_seconds": {"copy on": step_seconds[True], "copy off": step_seconds[False]},
                "updates_per_second": rates, "steps": steps, "runs": runs, "threads": args.threads,
                "aims": aims, "environment": common.environment()}
     if not args.quick:

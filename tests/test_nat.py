@@ -538,7 +538,7 @@ def test_ctc_decoding_merges_repeats_drops_blanks_and_cuts_after_eos(monkeypatch
     path = torch.tensor([[7, 7, blank, 7, 9, 9, eos, blank, 11, 12],  # a a _ a b b </s> _ c d
                          [blank, 8, blank, blank, 8, 8, 10, blank, blank, blank]])  # no </s>: one is appended
     monkeypatch.setattr(model, "most_likely_tokens", lambda head, source_ids, overwrite_logits=False,
-                        allow_mask=False: (torch.zeros(path.shape), path))
+                        allow_mask=False, mask_penalty=0.0: (torch.zeros(path.shape), path))
     source = torch.randint(5, VOCAB, (2, 5))  # 5 tokens x ratio 2 = the path's 10 positions
     sequences = model.generate(source, non_autoregressive=True)
     start, pad = model.config.decoder_start_token_id, model.config.pad_token_id
@@ -546,6 +546,56 @@ def test_ctc_decoding_merges_repeats_drops_blanks_and_cuts_after_eos(monkeypatch
     path[1] = torch.tensor([blank, 8, eos, blank, blank, blank, blank, blank, blank, blank])
     assert model.generate(source, non_autoregressive=True).tolist() == [[start, 7, 7, 9, eos],
                                                                        [start, 8, eos, pad, pad]]
+
+
+def _merged_ctc_path(path: torch.Tensor, blank: int, eos: int) -> list[list[int]]:
+    """CTC's collapse written out: repeats merged, blanks dropped, cut after the first </s>."""
+    rows = []
+    for row in path.tolist():
+        kept = [t for i, t in enumerate(row) if t != blank and (i == 0 or t != row[i - 1])]
+        rows.append(kept[:kept.index(eos) + 1] if eos in kept else kept + [eos])
+    return rows
+
+
+def test_ctc_blank_penalty_lengthens_the_output_and_is_kept_in_the_generation_config(tmp_path):
+    """generate(ctc_blank_penalty=b) lowers the blank's log-prob by b before each position's best token is kept: 0
+    is the plain decoding, a huge penalty keeps the best non-blank token everywhere; the model's generation config
+    holds a default that save/load keeps."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    from copynat.training.evaluation import set_generation_default
+
+    torch.manual_seed(0)
+    model = CopyNatForConditionalGeneration(tiny_config(decoder_mode="nat", nat_training="ctc")).eval()
+    blank, eos, start = model.config.mask_token_id, model.config.eos_token_id, model.config.decoder_start_token_id
+    source = torch.randint(5, VOCAB, (3, 6), generator=torch.Generator().manual_seed(2))
+    from copynat.modeling.generation_copynat import _encode_source
+
+    with torch.no_grad():  # each position's best token with the blank, and without it (the <mask> id excluded)
+        ids, encoder, mask = _encode_source(model, source, None)
+        slot_tokens, slots = model.ctc_slots(ids, mask)
+        head = model.nat_pass(slot_tokens, slots, encoder.last_hidden_state, ids, mask, mixture=False)
+        _, best = model.most_likely_tokens(head, ids, allow_mask=True)
+        _, best_other = model.most_likely_tokens(head, ids)
+    assert bool((best == blank).any())  # the plain decoding drops some positions
+    plain = model.generate(source, non_autoregressive=True)
+    assert torch.equal(model.generate(source, non_autoregressive=True, ctc_blank_penalty=0.0), plain)
+    no_blank = model.generate(source, non_autoregressive=True, ctc_blank_penalty=1e4)
+    for sequences, path in ((plain, best), (no_blank, best_other)):
+        expected = [[start] + row for row in _merged_ctc_path(path, blank, eos)]
+        assert [[t for t in row if t != model.config.pad_token_id] for row in sequences.tolist()] == expected
+    assert int((no_blank != 0).sum()) > int((plain != 0).sum())
+    set_generation_default(model, ctc_blank_penalty=1e4)  # the default of later calls, saved with the model
+    assert torch.equal(model.generate(source, non_autoregressive=True), no_blank)
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    assert loaded.generation_config.ctc_blank_penalty == 1e4
+    assert torch.equal(loaded.generate(source, non_autoregressive=True), no_blank)
+    with pytest.raises(ValueError, match="ctc_blank_penalty must be a finite number"):
+        model.generate(source, non_autoregressive=True, ctc_blank_penalty=float("nan"))
+    glancing = CopyNatForConditionalGeneration(tiny_config(decoder_mode="nat", nat_training="glancing")).eval()
+    with pytest.raises(ValueError, match="ctc_blank_penalty applies to CTC models"):
+        glancing.generate(source, non_autoregressive=True, ctc_blank_penalty=1.0)
 
 
 def test_hybrid_ctc_student_starts_from_its_at_teacher(tmp_path):

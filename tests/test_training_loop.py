@@ -180,6 +180,39 @@ def test_end_to_end_run_saves_a_loadable_model(data_dir, tmp_path):
     assert nat[0, 0] == loaded.config.decoder_start_token_id
 
 
+def test_a_ctc_run_picks_its_blank_penalty_on_validation_and_saves_it(data_dir, tmp_path, capsys):
+    """copynat-train --nat_training ctc: one-pass validation BLEU for each blank penalty, the best (the smallest on
+    ties) saved in generation_config.json, which the loaded model decodes with; the final validation figures are
+    that decoding's. --ctc_blank_penalty fixes it instead, and on a model without CTC it is a usage error."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from copynat.training.evaluation import CTC_BLANK_PENALTIES
+
+    out = tmp_path / "ctc"
+    assert train_main(tiny_args(data_dir, out, "--decoder_mode", "nat", "--nat_training", "ctc",
+                                "--eval_decoding", "nat1", steps=20)) == 0
+    results = json.loads((out / "results.json").read_text())
+    bleu = {float(k): v for k, v in results["ctc_blank_penalty"]["bleu"].items()}
+    assert sorted(bleu) == sorted(CTC_BLANK_PENALTIES)
+    selected = results["ctc_blank_penalty"]["selected"]
+    assert bleu[selected] == max(bleu.values()) and selected == min(p for p in bleu if bleu[p] == bleu[selected])
+    assert results["metrics"]["validation"]["nat1"]["bleu"] == bleu[selected]
+    assert json.loads((out / "generation_config.json").read_text())["ctc_blank_penalty"] == selected
+    loaded, tokenizer = AutoModelForSeq2SeqLM.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out)
+    batch = tokenizer(["Hello, my name is Kuroro.", "Tell me the code 004915."], return_tensors="pt", padding=True)
+    assert torch.equal(loaded.generate(**batch, non_autoregressive=True),
+                       loaded.generate(**batch, non_autoregressive=True, ctc_blank_penalty=selected))
+
+    fixed = tmp_path / "fixed"
+    assert train_main(tiny_args(data_dir, fixed, "--decoder_mode", "nat", "--nat_training", "ctc",
+                                "--eval_decoding", "nat1", "--ctc_blank_penalty", "1.5", steps=2)) == 0
+    assert json.loads((fixed / "results.json").read_text())["ctc_blank_penalty"] == {"selected": 1.5, "bleu": None}
+    assert json.loads((fixed / "generation_config.json").read_text())["ctc_blank_penalty"] == 1.5
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(tiny_args(data_dir, tmp_path / "bad", "--ctc_blank_penalty", "1", steps=2))
+    assert exit_info.value.code == 2 and "--ctc_blank_penalty applies to CTC models" in capsys.readouterr().err
+
+
 def test_time_budget_stops_evaluates_and_saves(data_dir, tmp_path, capsys):
     out = tmp_path / "budget"
     assert train_main(tiny_args(data_dir, out, "--max_train_minutes", "0.0001", steps=10_000)) == 0

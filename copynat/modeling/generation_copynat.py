@@ -12,6 +12,8 @@ A length beam decodes the K most likely lengths side by side and keeps the best 
 log-probability or, for hybrid models, by the autoregressive decoder's score (noisy parallel decoding).
 """
 
+import math
+
 import torch
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.generation import LogitsProcessorList
@@ -27,7 +29,7 @@ from .utf8_validity import Utf8ValidityLogitsProcessor
 # output field (the old name is a deprecated alias). Forward takes both; outputs and generate() use this one.
 CACHE_NAME = "cache" if "cache" in Seq2SeqLMOutput.__dataclass_fields__ else "past_key_values"
 
-NAT_ARGUMENTS = ("nat_iterations", "length_beam", "rescore_with_ar", "nat_compile")
+NAT_ARGUMENTS = ("nat_iterations", "length_beam", "rescore_with_ar", "nat_compile", "ctc_blank_penalty")
 # What Seq2SeqTrainer and pipelines pass to generate(); harmless for parallel decoding.
 IGNORED_ARGUMENTS = ("synced_gpus", "num_beams", "do_sample", "use_cache", "max_length", "num_return_sequences",
                      "early_stopping", "length_penalty", "decoder_start_token_id", "pad_token_id", "eos_token_id",
@@ -175,6 +177,7 @@ def non_autoregressive_generate(
     max_new_tokens: int | None = None,
     return_dict_in_generate: bool = False,
     nat_compile: bool | str = False,
+    ctc_blank_penalty: float = 0.0,
     **kwargs,
 ):
     """Parallel decoding. Returns `[batch, 1 + length]` ids like AR generate(): `decoder_start_token_id` first, the
@@ -184,7 +187,11 @@ def non_autoregressive_generate(
     `nat_compile=True` runs each parallel pass as one `torch.compile(mode="reduce-overhead")` graph on CUDA (CUDA
     graphs: no per-op launch cost), with lengths rounded up to multiples of 8 so that a few graphs serve every input;
     on other devices it falls back to the eager pass. A mode name ("default", "max-autotune", ...) compiles on any
-    device. The tokens are the eager pass's."""
+    device. The tokens are the eager pass's.
+
+    `ctc_blank_penalty` (a CTC model): subtracted from the blank's log-prob at every position before the best token
+    is kept. A CTC model that learned too few of its positions says a token writes too short an output; a
+    positive penalty lengthens it (copynat-train picks it on validation and saves it in the generation config)."""
     config = model.config
     input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
     kwargs.pop("generation_config", None)
@@ -192,7 +199,8 @@ def non_autoregressive_generate(
     unknown = sorted(set(kwargs) - set(IGNORED_ARGUMENTS))
     if unknown:
         raise ValueError(f"non-autoregressive generate() does not take {', '.join(unknown)}; it takes input_ids, "
-                         f"attention_mask, nat_iterations, length_beam, rescore_with_ar, max_new_tokens")
+                         f"attention_mask, nat_iterations, length_beam, rescore_with_ar, max_new_tokens, "
+                         "nat_compile, ctc_blank_penalty")
     if kwargs.get("do_sample") or num_return > 1:
         raise ValueError("non-autoregressive decoding is deterministic and returns one sequence per input: "
                          "do_sample and num_return_sequences > 1 are not supported (use length_beam to search)")
@@ -211,11 +219,18 @@ def non_autoregressive_generate(
         raise ValueError("rescore_with_ar=True scores candidates with the autoregressive decoder, which only a "
                          f"decoder_mode='hybrid' model has trained (this one is {config.decoder_mode!r})")
 
+    if isinstance(ctc_blank_penalty, bool) or not isinstance(ctc_blank_penalty, (int, float)) \
+            or not math.isfinite(ctc_blank_penalty):
+        raise ValueError(f"ctc_blank_penalty must be a finite number, got {ctc_blank_penalty!r}")
     if config.nat_training == "ctc":
         if nat_iterations > 1 or length_beam > 1 or rescore_with_ar:
             raise ValueError("a CTC model (nat_training='ctc') decodes in one pass over lengths it reads off the "
                              "source: nat_iterations, length_beam and rescore_with_ar do not apply")
-        return _decode_ctc(model, input_ids, attention_mask, max_new_tokens, return_dict_in_generate)
+        return _decode_ctc(model, input_ids, attention_mask, max_new_tokens, return_dict_in_generate,
+                           float(ctc_blank_penalty))
+    if ctc_blank_penalty:
+        raise ValueError(f"ctc_blank_penalty applies to CTC models; this one was trained with "
+                         f"nat_training={config.nat_training!r} (its lengths come from the length predictor)")
     if nat_compile is True:
         nat_compile = "reduce-overhead" if model.device.type == "cuda" else False
     return _decode_in_parallel(model, input_ids, attention_mask, nat_iterations, length_beam, rescore_with_ar,
@@ -338,14 +353,16 @@ def _decode_in_parallel(model, input_ids, attention_mask, nat_iterations, length
     return sequences
 
 
-def _decode_ctc(model, input_ids, attention_mask, max_new_tokens, return_dict_in_generate):
+def _decode_ctc(model, input_ids, attention_mask, max_new_tokens, return_dict_in_generate, blank_penalty=0.0):
     """CTC decoding: one parallel pass over `ctc_upsample_ratio` x source-length positions, each position's best
-    token (the blank, `<mask>`, included), repeats merged and blanks dropped, cut after the first `</s>`."""
+    token (the blank, `<mask>`, its log-prob lowered by `blank_penalty`, included), repeats merged and blanks
+    dropped, cut after the first `</s>`."""
     config, device = model.config, model.device
     input_ids, encoder, source_mask = _encode_source(model, input_ids, attention_mask)
     slot_tokens, slots = model.ctc_slots(input_ids, source_mask)
     head = model.nat_pass(slot_tokens, slots, encoder.last_hidden_state, input_ids, source_mask, mixture=False)
-    scores, tokens = model.most_likely_tokens(head, input_ids, overwrite_logits=True, allow_mask=True)
+    scores, tokens = model.most_likely_tokens(head, input_ids, overwrite_logits=True, allow_mask=True,
+                                              mask_penalty=blank_penalty)
     blank = config.mask_token_id
     tokens = tokens.masked_fill(~slots, blank)
     previous = torch.cat((torch.full_like(tokens[:, :1], blank), tokens[:, :-1]), dim=1)

@@ -771,8 +771,8 @@ class CopyNatForConditionalGeneration(OutputHead, ParallelDecoder, CopyNatPreTra
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
         """Hugging Face generate() for AR decoding (greedy, beam, sampling, ...), plus:
 
-        - `non_autoregressive=True, nat_iterations=N, length_beam=K, rescore_with_ar=bool`: parallel decoding (see
-          `generation_copynat.non_autoregressive_generate`);
+        - `non_autoregressive=True, nat_iterations=N, length_beam=K, rescore_with_ar=bool, ctc_blank_penalty=b`:
+          parallel decoding (see `generation_copynat.non_autoregressive_generate`);
         - `output_copy_info=True` (AR): the returned `GenerateOutput` also carries `p_gen` and `copy_attention` of
           the generated tokens, recomputed in one teacher-forced pass;
         - `monotonic_window=k` (AR: greedy, sampling, beam search): monotonic decoding, see `MonotonicAttention`;

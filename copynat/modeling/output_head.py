@@ -115,12 +115,12 @@ class OutputHead:
         return logits if self.copy_generator is not None else logits.float().log_softmax(-1)
 
     def most_likely_tokens(self, head: HeadOutput, source_ids: torch.Tensor | None, overwrite_logits: bool = False,
-                           allow_mask: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                           allow_mask: bool = False, mask_penalty: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """(log-prob, id) of the most likely token other than `<mask>` at each position, from
         `output_head(..., mixture=False)`: the [batch, tgt, vocab] distribution is never built (parallel decoding needs
         only the winners).
         `overwrite_logits=True` lets it use `head.vocab_logits` as scratch space (parallel decoding drops them);
-        `allow_mask=True` lets `<mask>` win (CTC's blank)."""
+        `allow_mask=True` lets `<mask>` win (CTC's blank), its log-prob lowered by `mask_penalty`."""
         logits = head.vocab_logits.float()
         if logits is head.vocab_logits and not overwrite_logits:
             logits = logits.clone()
@@ -128,6 +128,8 @@ class OutputHead:
         mask_id = None if allow_mask else self.config.mask_token_id
         if mask_id is not None:  # never an output: mask-predict would read an emitted <mask> as "re-predict here"
             log_probs[..., mask_id] = float("-inf")
+        elif mask_penalty:
+            log_probs[..., self.config.mask_token_id] -= mask_penalty
         top_log_prob, top_token = max_over_last_dim(log_probs)
         if self.copy_generator is None:
             return top_log_prob, top_token

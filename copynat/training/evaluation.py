@@ -100,6 +100,37 @@ def evaluate_generation(accelerator, model, tokenizer, dataset, decodings: dict[
     return results
 
 
+def set_generation_default(model, **values: Any) -> None:
+    """Write generate() defaults into `model.generation_config`, so that save_pretrained/from_pretrained keep them
+    (transformers drops the fields of a generation config it marked as made from the model config)."""
+    for name, value in values.items():
+        setattr(model.generation_config, name, value)
+    model.generation_config._from_model_config = False
+
+
+#: Blank penalties tried by `select_ctc_blank_penalty`: 0 (none) up to a blank e^4 times less likely.
+CTC_BLANK_PENALTIES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+
+
+def select_ctc_blank_penalty(accelerator, model, tokenizer, dataset, *, batch_size: int, max_new_tokens: int,
+                             penalties: tuple[float, ...] = CTC_BLANK_PENALTIES, seed: int = 0) -> dict[str, Any]:
+    """BLEU-based selection of a CTC model's blank penalty (`generate(ctc_blank_penalty=...)`) on `dataset`, the
+    validation split: one-pass BLEU for each penalty, the best (the smallest on ties) written into the model's
+    generation config, where every later generate() and `save_pretrained` find it.
+
+    A CTC model still learning fills the places it is unsure of with blanks and writes too short an output; a blank
+    made less likely lengthens it. Returns {"selected": penalty, "bleu": {penalty: BLEU}, "metrics": the selected
+    decoding's validation metrics}."""
+    decodings = {f"{penalty:g}": {"non_autoregressive": True, "nat_iterations": 1, "ctc_blank_penalty": penalty}
+                 for penalty in penalties}
+    results = evaluate_generation(accelerator, model, tokenizer, dataset, decodings, batch_size=batch_size,
+                                  max_new_tokens=max_new_tokens, compute_loss=False, seed=seed)
+    bleu = {float(name): results[name]["bleu"] for name in decodings}
+    selected = max(bleu, key=lambda penalty: (bleu[penalty], -penalty))
+    set_generation_default(accelerator.unwrap_model(model), ctc_blank_penalty=selected)
+    return {"selected": selected, "bleu": bleu, "metrics": results[f"{selected:g}"]}
+
+
 # ------------------------------------------------------------------------------------------------ reporting
 
 

@@ -81,7 +81,8 @@ from .data import (OOD_SPLIT, DataArguments, Seq2SeqCollator, TokenBudgetBatchSa
 from .checkpoints import (CHECKPOINT_PREFIX, STATE_FILE, TrainState, atomic_write_text, _remove_stale_temporaries,
                           find_checkpoint, load_model_weights, save_checkpoint)
 from .errors import TrainingInterrupted, UsageError
-from .evaluation import MetricsLog, evaluate_generation, plot_training_curves
+from .evaluation import (MetricsLog, evaluate_generation, plot_training_curves, select_ctc_blank_penalty,
+                         set_generation_default)
 from .hub import PushError, push_folder
 from .model_card import write_model_card
 from .rl import self_critical_loss
@@ -253,6 +254,14 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         accelerator.init_trackers("copynat", config=hparams)
 
     unwrapped = accelerator.unwrap_model(model)
+    if train_args.ctc_blank_penalty is not None:  # periodic evaluations decode with it too
+        if not (unwrapped.config.uses_nat and unwrapped.config.nat_training == "ctc"):
+            raise UsageError("--ctc_blank_penalty applies to CTC models (--nat_training ctc with decoder_mode nat or "
+                             f"hybrid); this one has nat_training={unwrapped.config.nat_training!r}, decoder_mode="
+                             f"{unwrapped.config.decoder_mode!r}")
+        set_generation_default(unwrapped, ctc_blank_penalty=float(train_args.ctc_blank_penalty))
+    elif getattr(unwrapped.generation_config, "ctc_blank_penalty", 0.0) and unwrapped.config.nat_training != "ctc":
+        set_generation_default(unwrapped, ctc_blank_penalty=0.0)  # a CTC model's, fine-tuned into another NAT kind
     num_parameters = sum(p.numel() for p in unwrapped.parameters())
     if main:
         cfg = unwrapped.config
@@ -280,6 +289,18 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                                    batch_size=train_args.eval_batch_size, max_new_tokens=max_new_tokens,
                                    entities=entities.get("validation") and entities["validation"]["entities"][:len(dataset)],
                                    seed=train_args.seed)
+
+    def choose_ctc_blank_penalty(dataset) -> dict:
+        """--ctc_blank_penalty, or the one-pass BLEU-best penalty on `dataset` (validation), into the generation
+        config."""
+        if train_args.ctc_blank_penalty is not None or dataset is None:  # the given one, or none
+            return {"selected": float(train_args.ctc_blank_penalty or 0.0), "bleu": None}
+        chosen = select_ctc_blank_penalty(accelerator, model, tokenizer, dataset, batch_size=train_args.eval_batch_size,
+                                          max_new_tokens=max_new_tokens, seed=train_args.seed)
+        if main:
+            logger.warning("CTC blank penalty %g chosen on validation (one-pass BLEU %s)", chosen["selected"],
+                           ", ".join(f"{k:g}: {v:.2f}" for k, v in chosen["bleu"].items()))
+        return chosen
 
     def run_evaluation() -> bool:
         """Periodic evaluation; True when it produced a new best model."""
@@ -513,6 +534,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     if state.best_step is not None:
         best_checkpoint = output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{state.best_step:08d}"
         load_model_weights(unwrapped, best_checkpoint)
+    blank_penalty = None
+    if unwrapped.config.uses_nat and unwrapped.config.nat_training == "ctc":  # saved with the model: before saving
+        blank_penalty = choose_ctc_blank_penalty(validation)
     if main:
         unwrapped.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
@@ -525,6 +549,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             final_metrics["validation"] = state.best_metrics
         else:
             final_metrics["validation"] = evaluate_validation(validation)
+    if blank_penalty and blank_penalty.get("metrics") and "validation" in final_metrics:
+        for name, kwargs in decodings.items():  # one-pass figures with the penalty the model now decodes with
+            if kwargs.get("non_autoregressive") and name in final_metrics["validation"]:
+                final_metrics["validation"][name] = blank_penalty["metrics"]
     for split in ("test", OOD_SPLIT):
         if split in tokenized:
             known = entities.get(split) or {}
@@ -575,6 +603,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                       "best_value": state.best_metric,
                       "checkpoint": str(best_checkpoint) if best_checkpoint is not None else None},
         "eval_decoding": decodings,
+        **({"ctc_blank_penalty": {k: v for k, v in blank_penalty.items() if k != "metrics"}} if blank_penalty else {}),
         "metrics": final_metrics,
         "output_dir": str(output_dir),
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
