@@ -126,3 +126,49 @@ def test_return_logits_false_gives_the_same_loss_without_the_mixture():
             assert (a is None) == (b is None)
             if a is not None:
                 torch.testing.assert_close(a, b)
+
+
+def _location_loop(scores, near, last):
+    """The location recurrence as plain autograd ops, one target position after the other (the reference)."""
+    import torch.nn.functional as F
+
+    attention = []
+    for t in range(scores.shape[1]):
+        window = F.pad(last, (2, 0)).unfold(1, 3, 1)  # (a[j - 2], a[j - 1], a[j])
+        last = (scores[:, t] + (window @ near[:, t].flip(-1)[:, :, None]).squeeze(-1)).softmax(-1)
+        attention.append(last)
+    return torch.stack(attention, 1)
+
+
+def test_location_recurrence_backward_equals_autograd_through_the_step_loop(monkeypatch):
+    """The copy head's location recurrence runs in training with a written-out backward pass (LocationRecurrence):
+    same attention and gradients as autograd through the step loop, padded source positions included, and the same
+    loss gradient for every parameter of a model."""
+    from copynat.modeling import copy_generator
+
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(3, 6, 7, dtype=torch.float64, generator=generator)
+    scores[1, :, 5:] = float("-inf")  # padding
+    near = torch.randn(3, 6, 3, dtype=torch.float64, generator=generator)
+    weights = torch.randn(3, 6, 7, dtype=torch.float64, generator=generator)
+    results = []
+    for function in (_location_loop, copy_generator.LocationRecurrence.apply):
+        inputs = (scores.clone().requires_grad_(), near.clone().requires_grad_())
+        attention = function(*inputs, torch.zeros(3, 7, dtype=torch.float64))
+        (attention * weights).sum().backward()
+        results.append((attention, inputs[0].grad, inputs[1].grad))
+    for ours, reference in zip(results[1], results[0]):
+        torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)
+
+    input_ids, attention_mask, labels = source_and_labels()
+    gradients = []
+    for patch in (False, True):
+        torch.manual_seed(0)
+        model = CopyNatForConditionalGeneration(tiny_config(decoder_mode="ar", dropout=0.0)).train()
+        if patch:
+            monkeypatch.setattr(copy_generator.LocationRecurrence, "apply", staticmethod(_location_loop))
+        model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss.backward()
+        gradients.append({name: p.grad for name, p in model.named_parameters() if p.grad is not None})
+    assert gradients[0].keys() == gradients[1].keys() and any("location" in name for name in gradients[0])
+    for name in gradients[0]:
+        torch.testing.assert_close(gradients[0][name], gradients[1][name], rtol=1e-5, atol=1e-6, msg=name)

@@ -198,6 +198,9 @@ def test_a_ctc_run_picks_its_blank_penalty_on_validation_and_saves_it(data_dir, 
     assert bleu[selected] == max(bleu.values()) and selected == min(p for p in bleu if bleu[p] == bleu[selected])
     assert results["metrics"]["validation"]["nat1"]["bleu"] == bleu[selected]
     assert json.loads((out / "generation_config.json").read_text())["ctc_blank_penalty"] == selected
+    card = (out / "README.md").read_text()  # the card says how a CTC model decodes, and shows no mask-predict call
+    assert "trained with CTC" in card and f"| CTC blank penalty (generation config) | {selected:.2f} |" in card
+    assert "nat_iterations=4" not in card and "with a length predictor" not in card
     loaded, tokenizer = AutoModelForSeq2SeqLM.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out)
     batch = tokenizer(["Hello, my name is Kuroro.", "Tell me the code 004915."], return_tensors="pt", padding=True)
     assert torch.equal(loaded.generate(**batch, non_autoregressive=True),

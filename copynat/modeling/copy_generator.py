@@ -139,7 +139,8 @@ class CopyGenerator(nn.Module):
         keys = self.key(encoder_states)
         if self.previous_key is not None:  # each key also says which token comes before it
             keys = keys + self.previous_key(F.pad(encoder_states[:, :-1], (0, 0, 1, 0)))
-        scores = (self.query(decoder_states) @ keys.transpose(1, 2)).float() * self.scale
+        scores = torch.baddbmm(keys.new_zeros(()), self.query(decoder_states), keys.transpose(1, 2),
+                               beta=0.0, alpha=self.scale).float()
         if self.continuation is not None and runs is not None:
             # a bias that grows with the run: where two places could continue the copy, the longer match wins
             steps = F.softplus(self.continuation(decoder_states).float())
@@ -181,6 +182,8 @@ class CopyGenerator(nn.Module):
           sum_j min(attention, coverage), [batch, tgt]."""
         batch, steps, width = scores.shape
         last = scores.new_zeros(batch, width) if earlier is None else earlier[:, -1].float()
+        if self.coverage is None and torch.is_grad_enabled():  # training: the recurrence with its own backward
+            return LocationRecurrence.apply(scores, self.location(decoder_states).float(), last), None
         covered = scores.new_zeros(batch, width) if earlier is None else earlier.sum(1).float()
         # near[..., k] weighs "k positions after where the last step attended"; flipped, it lines up with a window
         # (last[j - 2], last[j - 1], last[j]) at each position j: one small matmul per step.
@@ -271,6 +274,46 @@ class CopyGenerator(nn.Module):
         from_slot = slot_best > top
         tokens = torch.where(from_slot, slot_ids.gather(1, slot), top_token)
         return torch.where(from_slot, slot_best, top).clamp_min(1e-10).log(), tokens
+
+
+class LocationRecurrence(torch.autograd.Function):
+    """Location-aware attention over target positions t = 0, 1, ...: a_t = softmax(scores_t + bias_t), where
+    bias_t[j] = near_t[0] a_{t-1}[j] + near_t[1] a_{t-1}[j - 1] + near_t[2] a_{t-1}[j - 2] and a_{-1} = `last`.
+
+    The same arithmetic as the step loop of `CopyGenerator._attend_step_by_step`, with the backward pass written
+    out: autograd would record and replay about ten small ops a target position, which on a CPU cost more than their
+    arithmetic (the copy head's share of a training step is an aim of the GPU issue)."""
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor, near: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """scores [batch, tgt, src], near [batch, tgt, 3], last [batch, src] -> attention [batch, tgt, src]."""
+        attention = torch.empty_like(scores)
+        flipped = near.flip(-1)[..., None]  # lines up with the window (a[j - 2], a[j - 1], a[j])
+        previous = last
+        for t in range(scores.shape[1]):
+            window = F.pad(previous, (2, 0)).unfold(1, 3, 1)  # [batch, src, 3]
+            previous = torch.softmax(torch.baddbmm(scores[:, t, :, None], window, flipped[:, t]).squeeze(-1), dim=-1)
+            attention[:, t] = previous
+        ctx.save_for_backward(attention, near, last)
+        return attention
+
+    @staticmethod
+    def backward(ctx, grad_attention: torch.Tensor):
+        attention, near, last = ctx.saved_tensors
+        grad_scores = torch.empty_like(attention)
+        carried = torch.zeros_like(last)  # d loss / d a_t through step t + 1
+        for t in reversed(range(attention.shape[1])):  # only what the recurrence needs stays in the loop
+            current = attention[:, t]
+            grad = grad_attention[:, t] + carried
+            grad_score = current * (grad - (grad * current).sum(-1, keepdim=True))  # through the softmax
+            grad_scores[:, t] = grad_score
+            ahead = F.pad(grad_score, (0, 2)).unfold(1, 3, 1)  # (g[j], g[j + 1], g[j + 2]): where a[j] was read
+            carried = (ahead @ near[:, t, :, None]).squeeze(-1)
+        # the weights of every position at once: near_t[k] read a_{t-1}[j - k] for every j
+        previous = torch.cat((last[:, None], attention[:, :-1]), dim=1)
+        windows = F.pad(previous, (2, 0)).unfold(2, 3, 1)  # [batch, tgt, src, 3]: (a[j - 2], a[j - 1], a[j])
+        grad_near = (grad_scores[:, :, None, :] @ windows).squeeze(2).flip(-1)
+        return grad_scores, grad_near, None
 
 
 class CopyNatCache(EncoderDecoderCache):

@@ -106,10 +106,10 @@ class OutputHead:
                                    ignore_index=-100, reduction="sum", label_smoothing=smoothing)
         valid = labels != -100
         label, mean = self.copy_generator.loss_terms(head.vocab_logits, head.copy, labels, smoothing=smoothing > 0)
-        nll = -label[valid].sum()
+        nll = -label.masked_fill(~valid, 0.0).sum()  # a mask, not an index: no gather of the valid positions
         if mean is None:
             return nll
-        return (1.0 - smoothing) * nll - smoothing * mean[valid].sum()
+        return (1.0 - smoothing) * nll - smoothing * mean.masked_fill(~valid, 0.0).sum()
 
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         return logits if self.copy_generator is not None else logits.float().log_softmax(-1)

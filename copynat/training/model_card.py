@@ -259,7 +259,8 @@ def _limitations(model: dict, data: dict, data_args: dict, train_args: dict, res
                      "languages.")
     if model["nat"] and model["ar"]:
         items.append("Non-autoregressive decoding is faster but usually scores below autoregressive decoding (compare "
-                     "the rows of the results table); mask-predict iterations close part of the gap.")
+                     "the rows of the results table)" + ("." if model["ctc"] else
+                                                         "; mask-predict iterations close part of the gap."))
     elif model["nat"]:
         items.append("Non-autoregressive decoding can repeat or drop words when the predicted length is wrong; "
                      "mask-predict iterations and a length beam reduce this.")
@@ -449,8 +450,12 @@ def build_model_card(output_dir: str | Path, results: dict | None = None, *, rep
                    ("parameters", _fmt(num_parameters))]
     if base_model:
         model_rows.append(("fine-tuned from", f"`{base_model}`"))
+    ctc = nat and config.get("nat_training") == "ctc"
+    if ctc:  # no length predictor: the rows say how the length comes about instead
+        model_rows[-2:] = [("NAT training", f"CTC over {_fmt(config.get('ctc_upsample_ratio'))}x source positions"),
+                           ("CTC blank penalty (generation config)", _fmt(generation.get("ctc_blank_penalty", 0.0)))]
     model = dict(num_parameters=_fmt(num_parameters), copy_mechanism=copy, nat=nat, ar=ar, decoder_mode=decoder_mode,
-                 rows=model_rows, max_position_embeddings=config.get("max_position_embeddings") or 0)
+                 ctc=ctc, rows=model_rows, max_position_embeddings=config.get("max_position_embeddings") or 0)
 
     results_tables, has_entity_copy, selection = [], False, ""
     decodings = (results or {}).get("eval_decoding") or {}
@@ -556,7 +561,11 @@ def build_model_card(output_dir: str | Path, results: dict | None = None, *, rep
         data=data_view, results_tables=results_tables, has_entity_copy=has_entity_copy, selection=selection,
         eval_batch_size=_fmt(train_args.get("eval_batch_size")), usage=usage, hyperparameters=hyperparameters,
         speed=speed, limitations=_limitations(model, data, data_args, train_args, results), files=_files(folder),
-        versions=versions)
+        versions=versions, nat_how=(
+            f"every position decoded in parallel in one pass over {_fmt(config.get('ctc_upsample_ratio'))} positions a "
+            "source token, repeats merged and blanks dropped: CTC, no length to predict" if model["ctc"] else
+            "the length is predicted, then every position is decoded in parallel, in one pass or refined by "
+            "mask-predict"))
     environment = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                                      undefined=jinja2.StrictUndefined, autoescape=False)
     text = environment.from_string(_template_text(template)).render(card_data=card_data.to_yaml(), **context)
@@ -638,14 +647,12 @@ _FALLBACK_TEMPLATE = r"""---
 {% endif %}
 A Transformer encoder-decoder ({{ model.num_parameters }} parameters) built with copynat for 🤗 Transformers{% if model.copy_mechanism %}, with a **copy mechanism**
 (pointer-generator: every output token mixes generating from the vocabulary with copying a source token){% endif %}
-{% if model.nat %}{% if model.copy_mechanism %} and{% else %}, with{% endif %} a **non-autoregressive decoder** with a length predictor{% endif %}.
+{% if model.nat %}{% if model.copy_mechanism %} and{% else %}, with{% endif %} a **non-autoregressive decoder**{% if model.ctc %} trained with CTC{% else %} with a length predictor{% endif %}{% endif %}.
 {% if model.decoder_mode == "hybrid" %}
 One shared decoder was trained both ways (`decoder_mode="hybrid"`): the same weights decode autoregressively (greedy,
-beam search, sampling) or non-autoregressively (the length is predicted, then every position is decoded in parallel,
-in one pass or refined by mask-predict).
+beam search, sampling) or non-autoregressively ({{ nat_how }}).
 {% elif model.decoder_mode == "nat" %}
-It decodes non-autoregressively (`decoder_mode="nat"`): the length is predicted, then every position is decoded in
-parallel, in one pass or refined by mask-predict.
+It decodes non-autoregressively (`decoder_mode="nat"`): {{ nat_how }}.
 {% else %}
 It decodes autoregressively (`decoder_mode="ar"`): greedy, beam search or sampling through `generate()`.
 {% endif %}
@@ -698,9 +705,15 @@ outputs = model.generate(**inputs, num_beams={{ usage.num_beams }}{{ usage.max_n
 {% endif %}
 {% if model.nat %}
 
+{% if model.ctc %}
+# non-autoregressive: one parallel pass, blanks dropped (CTC); the blank penalty saved in generation_config.json
+# applies unless another is given (ctc_blank_penalty=b)
+outputs = model.generate(**inputs, non_autoregressive=True)
+{% else %}
 # non-autoregressive: predict the length, decode all positions at once (1 pass), or refine with mask-predict
 outputs = model.generate(**inputs, non_autoregressive=True, nat_iterations=1)
 outputs = model.generate(**inputs, non_autoregressive=True, nat_iterations={{ usage.nat_iterations }})
+{% endif %}
 {% endif %}
 print(tokenizer.batch_decode(outputs, skip_special_tokens=True))
 ```
