@@ -83,11 +83,15 @@ def main() -> None:
     model = AutoModelForSeq2SeqLM.from_pretrained(args.model).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     sources, references = load_pairs(args.data, args.num_examples, args.shared)
-    has_nat = getattr(model, "length_predictor", None) is not None
+    has_nat = bool(getattr(model.config, "uses_nat", False))
+    ctc = has_nat and model.config.nat_training == "ctc"
     rows = []
     for name, kwargs in STRATEGIES.items():
         if kwargs.get("non_autoregressive") and not has_nat:
-            rows.append({"decoding": name, "skipped": "the model has no length predictor (decoder_mode ar)"})
+            rows.append({"decoding": name, "skipped": "the model has no parallel decoder (decoder_mode ar)"})
+            continue
+        if ctc and kwargs.get("nat_iterations", 1) > 1:
+            rows.append({"decoding": name, "skipped": "a CTC model decodes in one pass (no mask-predict)"})
             continue
         outputs, seconds = decode(model, tokenizer, sources, kwargs, args.batch_size, args.max_new_tokens)
         scores = compute_generation_metrics(outputs, references)

@@ -179,7 +179,9 @@ class CopyGenerator(nn.Module):
         - location (Chorowski et al. 2015): a bias on the positions 0, 1 and 2 after where the last step attended,
           weighed by the decoder state, so a copy steps on by one even where the pieces repeat ("à", "¤", "à", ...);
         - coverage (See et al. 2017): a bias on the attention summed over the earlier steps, and the coverage loss
-          sum_j min(attention, coverage), [batch, tgt]."""
+          sum_j min(attention, coverage), [batch, tgt].
+
+        In training without coverage, `LocationRecurrence` runs the same steps with a written-out backward pass."""
         batch, steps, width = scores.shape
         last = scores.new_zeros(batch, width) if earlier is None else earlier[:, -1].float()
         if self.coverage is None and torch.is_grad_enabled():  # training: the recurrence with its own backward
