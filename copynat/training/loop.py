@@ -254,13 +254,14 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         accelerator.init_trackers("copynat", config=hparams)
 
     unwrapped = accelerator.unwrap_model(model)
+    ctc = unwrapped.config.uses_nat and unwrapped.config.nat_training == "ctc"
     if train_args.ctc_blank_penalty is not None:  # periodic evaluations decode with it too
-        if not (unwrapped.config.uses_nat and unwrapped.config.nat_training == "ctc"):
+        if not ctc:
             raise UsageError("--ctc_blank_penalty applies to CTC models (--nat_training ctc with decoder_mode nat or "
                              f"hybrid); this one has nat_training={unwrapped.config.nat_training!r}, decoder_mode="
                              f"{unwrapped.config.decoder_mode!r}")
         set_generation_default(unwrapped, ctc_blank_penalty=float(train_args.ctc_blank_penalty))
-    elif getattr(unwrapped.generation_config, "ctc_blank_penalty", 0.0) and unwrapped.config.nat_training != "ctc":
+    elif getattr(unwrapped.generation_config, "ctc_blank_penalty", 0.0) and not ctc:
         set_generation_default(unwrapped, ctc_blank_penalty=0.0)  # a CTC model's, fine-tuned into another NAT kind
     num_parameters = sum(p.numel() for p in unwrapped.parameters())
     if main:
@@ -289,18 +290,6 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                                    batch_size=train_args.eval_batch_size, max_new_tokens=max_new_tokens,
                                    entities=entities.get("validation") and entities["validation"]["entities"][:len(dataset)],
                                    seed=train_args.seed)
-
-    def choose_ctc_blank_penalty(dataset) -> dict:
-        """--ctc_blank_penalty, or the one-pass BLEU-best penalty on `dataset` (validation), into the generation
-        config."""
-        if train_args.ctc_blank_penalty is not None or dataset is None:  # the given one, or none
-            return {"selected": float(train_args.ctc_blank_penalty or 0.0), "bleu": None}
-        chosen = select_ctc_blank_penalty(accelerator, model, tokenizer, dataset, batch_size=train_args.eval_batch_size,
-                                          max_new_tokens=max_new_tokens, seed=train_args.seed)
-        if main:
-            logger.warning("CTC blank penalty %g chosen on validation (one-pass BLEU %s)", chosen["selected"],
-                           ", ".join(f"{k:g}: {v:.2f}" for k, v in chosen["bleu"].items()))
-        return chosen
 
     def run_evaluation() -> bool:
         """Periodic evaluation; True when it produced a new best model."""
@@ -534,9 +523,16 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     if state.best_step is not None:
         best_checkpoint = output_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{state.best_step:08d}"
         load_model_weights(unwrapped, best_checkpoint)
-    blank_penalty = None
-    if unwrapped.config.uses_nat and unwrapped.config.nat_training == "ctc":  # saved with the model: before saving
-        blank_penalty = choose_ctc_blank_penalty(validation)
+    blank_penalty = None  # a CTC model's: the given one, none without validation data, else chosen there
+    if ctc and (train_args.ctc_blank_penalty is not None or validation is None):
+        blank_penalty = {"selected": float(train_args.ctc_blank_penalty or 0.0), "bleu": None}
+    elif ctc:  # before saving: the generation config keeps it
+        blank_penalty = select_ctc_blank_penalty(accelerator, model, tokenizer, validation,
+                                                 batch_size=train_args.eval_batch_size,
+                                                 max_new_tokens=max_new_tokens, seed=train_args.seed)
+        if main:
+            logger.warning("CTC blank penalty %g chosen on validation (one-pass BLEU %s)", blank_penalty["selected"],
+                           ", ".join(f"{k:g}: {v:.2f}" for k, v in blank_penalty["bleu"].items()))
     if main:
         unwrapped.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
