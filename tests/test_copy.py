@@ -151,10 +151,11 @@ def test_location_recurrence_backward_equals_autograd_through_the_step_loop(monk
     scores[1, :, 5:] = float("-inf")  # padding
     near = torch.randn(3, 6, 3, dtype=torch.float64, generator=generator)
     weights = torch.randn(3, 6, 7, dtype=torch.float64, generator=generator)
+    last = torch.randn(3, 7, dtype=torch.float64, generator=generator).softmax(-1)  # an earlier step's attention
     results = []
     for function in (_location_loop, copy_generator.LocationRecurrence.apply):
         inputs = (scores.clone().requires_grad_(), near.clone().requires_grad_())
-        attention = function(*inputs, torch.zeros(3, 7, dtype=torch.float64))
+        attention = function(*inputs, last)
         (attention * weights).sum().backward()
         results.append((attention, inputs[0].grad, inputs[1].grad))
     for ours, reference in zip(results[1], results[0]):
@@ -172,3 +173,24 @@ def test_location_recurrence_backward_equals_autograd_through_the_step_loop(monk
     assert gradients[0].keys() == gradients[1].keys() and any("location" in name for name in gradients[0])
     for name in gradients[0]:
         torch.testing.assert_close(gradients[0][name], gradients[1][name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_copy_scores_are_query_dot_key_whether_or_not_the_query_projection_is_folded_into_the_keys():
+    """The copy attention's scores are the lecture's q . k / sqrt(d), q = Wq h and k = Wk e_j + Wp e_{j-1} (the
+    previous-token key). Over many decoder states (training) the query projection is folded into the key weights and
+    never applied to the states; a decoding step's few states are projected: the same scores either way."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = CopyNatForConditionalGeneration(tiny_config()).double()
+    copier, d = model.copy_generator, model.config.d_model
+    projected = []
+    copier.query.register_forward_hook(lambda module, inputs, output: projected.append(inputs[0].shape[1]))
+    encoder_states = torch.randn(2, 5, d, dtype=torch.float64)
+    keys = copier.key(encoder_states) + copier.previous_key(F.pad(encoder_states[:, :-1], (0, 0, 1, 0)))
+    for steps in (1, d + 1):  # 2 decoder states: projected; 2d + 2 (more than the key weights' 2d columns): folded
+        decoder_states = torch.randn(2, steps, d, dtype=torch.float64)
+        expected = (copier.query(decoder_states) @ keys.transpose(1, 2) / d ** 0.5).float()  # scores are fp32
+        projected.clear()
+        torch.testing.assert_close(copier.attention_scores(decoder_states, encoder_states), expected)
+        assert projected == ([1] if steps == 1 else [])

@@ -135,12 +135,7 @@ class CopyGenerator(nn.Module):
         computes the attention one target position after the other when location or coverage needs the earlier
         steps' attention: `earlier` ([batch, steps, src]) is that of the steps before this call. `mixture=False`
         skips the [batch, tgt, vocab] log-mixture (`loss_terms` and `most_likely` need only the slots)."""
-        # Its own eager attention: SDPA's cross-attention returns no weights, and copying needs explicit ones.
-        keys = self.key(encoder_states)
-        if self.previous_key is not None:  # each key also says which token comes before it
-            keys = keys + self.previous_key(F.pad(encoder_states[:, :-1], (0, 0, 1, 0)))
-        scores = torch.baddbmm(keys.new_zeros(()), self.query(decoder_states), keys.transpose(1, 2),
-                               beta=0.0, alpha=self.scale).float()
+        scores = self.attention_scores(decoder_states, encoder_states)
         if self.continuation is not None and runs is not None:
             # a bias that grows with the run: where two places could continue the copy, the longer match wins
             steps = F.softplus(self.continuation(decoder_states).float())
@@ -171,6 +166,27 @@ class CopyGenerator(nn.Module):
             log_mixture = log_mixture.clamp_min(1e-10).log()
         return CopyOutput(log_mixture, p_gen.squeeze(-1), attention, slot_ids, slot_attention, slot_mask,
                           coverage_loss)
+
+    def attention_scores(self, decoder_states: torch.Tensor, encoder_states: torch.Tensor) -> torch.Tensor:
+        """The copy attention's scores q_t . k_j / sqrt(d), [batch, tgt, src] in fp32: q_t = Wq h_t for the decoder
+        states, k_j = Wk e_j (+ Wp e_{j-1} with previous-token keys) for the encoder states. Its own eager attention:
+        SDPA's cross-attention returns no weights, and copying needs explicit ones.
+
+        Where the decoder states outnumber the key weights' columns (training: every target position at once), the
+        query projection is folded into the keys: q_t . k_j = h_t . (Wq^T k_j), one product of weight matrices in
+        place of projecting every decoder state (a third of the head's arithmetic). A decoding step projects its
+        few states."""
+        key_inputs, key_weight = encoder_states, self.key.weight  # [d, d]
+        if self.previous_key is not None:  # each key also says which token comes before it: one [d, 2d] product
+            key_inputs = torch.cat((encoder_states, F.pad(encoder_states[:, :-1], (0, 0, 1, 0))), dim=-1)
+            key_weight = torch.cat((key_weight, self.previous_key.weight), dim=1)
+        queries = decoder_states
+        if decoder_states.shape[0] * decoder_states.shape[1] > key_weight.shape[1]:
+            key_weight = self.query.weight.t() @ key_weight
+        else:
+            queries = self.query(decoder_states)
+        keys = F.linear(key_inputs, key_weight)
+        return torch.baddbmm(keys.new_zeros(()), queries, keys.transpose(1, 2), beta=0.0, alpha=self.scale).float()
 
     def _attend_step_by_step(self, scores, decoder_states, earlier):
         """The attention of each target position given the attention of the ones before it (a recurrence over target
@@ -289,32 +305,41 @@ class LocationRecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, scores: torch.Tensor, near: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """scores [batch, tgt, src], near [batch, tgt, 3], last [batch, src] -> attention [batch, tgt, src]."""
-        attention = torch.empty_like(scores)
-        flipped = near.flip(-1)[..., None]  # lines up with the window (a[j - 2], a[j - 1], a[j])
-        previous = last
-        for t in range(scores.shape[1]):
-            window = F.pad(previous, (2, 0)).unfold(1, 3, 1)  # [batch, src, 3]
-            previous = torch.softmax(torch.baddbmm(scores[:, t, :, None], window, flipped[:, t]).squeeze(-1), dim=-1)
-            attention[:, t] = previous
-        ctx.save_for_backward(attention, near, last)
-        return attention
+        batch, steps, width = scores.shape
+        # Row t + 1 holds a_t after two zero columns: the window (a[j - 2], a[j - 1], a[j]) of every j is then a view,
+        # and each step runs three kernels (the bias, the softmax, its copy into the row).
+        padded = scores.new_zeros(batch, steps + 1, width + 2)
+        padded[:, 0, 2:] = last
+        windows = padded.unfold(2, 3, 1).unbind(1)  # [batch, src, 3] per step, read before the step writes
+        rows = padded[:, 1:, 2:].unbind(1)
+        columns = scores.unsqueeze(-1).unbind(1)  # [batch, src, 1]
+        weights = near.flip(-1).unsqueeze(-1).unbind(1)  # [batch, 3, 1], in the window's order
+        for t in range(steps):
+            rows[t].copy_(torch.baddbmm(columns[t], windows[t], weights[t]).squeeze(-1).softmax(-1))
+        ctx.save_for_backward(padded, near)
+        return padded[:, 1:, 2:].contiguous()
 
     @staticmethod
     def backward(ctx, grad_attention: torch.Tensor):
-        attention, near, last = ctx.saved_tensors
-        grad_scores = torch.empty_like(attention)
-        carried = torch.zeros_like(last)  # d loss / d a_t through step t + 1
-        for t in reversed(range(attention.shape[1])):  # only what the recurrence needs stays in the loop
-            current = attention[:, t]
-            grad = grad_attention[:, t] + carried
-            grad_score = current * (grad - (grad * current).sum(-1, keepdim=True))  # through the softmax
-            grad_scores[:, t] = grad_score
-            ahead = F.pad(grad_score, (0, 2)).unfold(1, 3, 1)  # (g[j], g[j + 1], g[j + 2]): where a[j] was read
-            carried = (ahead @ near[:, t, :, None]).squeeze(-1)
+        padded, near = ctx.saved_tensors
+        batch, steps, width = grad_attention.shape
+        # Row t holds d loss / d score_t before two zero columns: (g[j], g[j + 1], g[j + 2]), the bias terms that
+        # read a_{t-1}[j], is a view.
+        padded_grad = grad_attention.new_zeros(batch, steps, width + 2)
+        grad_scores = padded_grad[:, :, :width]
+        grad_rows = grad_scores.unbind(1)
+        aheads = padded_grad.unfold(2, 3, 1).unbind(1)
+        attention = padded[:, 1:, 2:].unbind(1)
+        incoming = grad_attention.unsqueeze(-1).unbind(1)  # [batch, src, 1]
+        weights = near.unsqueeze(-1).unbind(1)  # [batch, 3, 1]
+        grad = grad_attention[:, -1]  # d loss / d a_t: its own gradient and, through step t + 1, the bias it fed
+        for t in reversed(range(steps)):
+            grad_rows[t].copy_(torch._softmax_backward_data(grad, attention[t], -1, grad.dtype))
+            if t > 0:
+                grad = torch.baddbmm(incoming[t - 1], aheads[t], weights[t]).squeeze(-1)
         # the weights of every position at once: near_t[k] read a_{t-1}[j - k] for every j
-        previous = torch.cat((last[:, None], attention[:, :-1]), dim=1)
-        windows = F.pad(previous, (2, 0)).unfold(2, 3, 1)  # [batch, tgt, src, 3]: (a[j - 2], a[j - 1], a[j])
-        grad_near = (grad_scores[:, :, None, :] @ windows).squeeze(2).flip(-1)
+        windows = padded[:, :-1].unfold(2, 3, 1)  # [batch, tgt, src, 3]: (a[j - 2], a[j - 1], a[j])
+        grad_near = (grad_scores.unsqueeze(2) @ windows).squeeze(2).flip(-1)
         return grad_scores, grad_near, None
 
 
