@@ -202,11 +202,13 @@ class CopyGenerator(nn.Module):
         last = scores.new_zeros(batch, width) if earlier is None else earlier[:, -1].float()
         if self.coverage is None and torch.is_grad_enabled():  # training: the recurrence with its own backward
             return LocationRecurrence.apply(scores, self.location(decoder_states).float(), last), None
-        covered = scores.new_zeros(batch, width) if earlier is None else earlier.sum(1).float()
         # near[..., k] weighs "k positions after where the last step attended"; flipped, it lines up with a window
         # (last[j - 2], last[j - 1], last[j]) at each position j: one small matmul per step.
         near = self.location(decoder_states).float().flip(-1)[..., None] if self.location is not None else None
-        weight = self.coverage(decoder_states).float() if self.coverage is not None else None  # [batch, tgt, 1]
+        weight = covered = None  # coverage: its weight [batch, tgt, 1], the attention summed over the earlier steps
+        if self.coverage is not None:
+            weight = self.coverage(decoder_states).float()
+            covered = scores.new_zeros(batch, width) if earlier is None else earlier.sum(1).float()
         attention, losses = [], []
         for t in range(steps):
             score = scores[:, t]
@@ -218,7 +220,7 @@ class CopyGenerator(nn.Module):
             last = score.softmax(dim=-1)
             if weight is not None:
                 losses.append(torch.minimum(last, covered).sum(-1))
-            covered = covered + last
+                covered = covered + last
             attention.append(last)
         return torch.stack(attention, 1), torch.stack(losses, 1) if losses else None
 
