@@ -51,13 +51,19 @@ def _random_model(**overrides) -> CopyNatForConditionalGeneration:
 
 def test_generate_with_cache_equals_without_for_every_copy_addition():
     """The continuation reads the decoder's history, coverage the running sum its CopyNatCache keeps: cached
-    decoding, step by step, must give exactly what a full recomputation at every step gives, beams included."""
+    decoding, step by step, must give exactly what a full recomputation at every step gives, beams included. The
+    cache also keeps the copy attention's keys over the source: computed once a call, not once a step."""
     torch.manual_seed(0)
     model = _random_model(**ALL_ON)
     source = torch.randint(5, VOCAB, (3, 9))
+    key_computations = []
+    source_keys = model.copy_generator.source_keys
+    model.copy_generator.source_keys = lambda states: key_computations.append(states.shape[0]) or source_keys(states)
     for settings in ({}, {"num_beams": 3, "num_return_sequences": 2}):
+        key_computations.clear()
         cached = model.generate(source, max_new_tokens=10, output_scores=True, return_dict_in_generate=True,
                                 **settings)
+        assert key_computations == [3 * settings.get("num_beams", 1)], key_computations  # one call, every beam
         uncached = model.generate(source, max_new_tokens=10, output_scores=True, return_dict_in_generate=True,
                                   use_cache=False, **settings)
         assert torch.equal(cached.sequences, uncached.sequences), settings
@@ -99,13 +105,16 @@ def test_coverage_cache_reorders_repeats_and_crops_its_history():
     cache.append("copy_attention", torch.tensor([[[0.5, 0.5]], [[1.0, 0.0]]]))
     cache.append("copy_attention", torch.tensor([[[0.0, 1.0]], [[0.0, 1.0]]]))
     assert cache.append("decoder_ids", torch.tensor([[1, 7], [1, 8]])).tolist() == [[1, 7], [1, 8]]
+    cache.copy_keys = torch.tensor([[[1.0], [2.0]], [[3.0], [4.0]]])  # [batch, src, d]: one row a sequence
     assert cache.coverage().tolist() == [[0.5, 1.5], [1.0, 1.0]]
     cache.reorder_cache(torch.tensor([1, 1]))
     assert cache.coverage().tolist() == [[1.0, 1.0], [1.0, 1.0]] and cache.decoder_ids.tolist() == [[1, 8]] * 2
+    assert cache.copy_keys.tolist() == [[[3.0], [4.0]]] * 2
     cache.batch_repeat_interleave(2)
-    assert cache.coverage().shape == (4, 2)
-    cache.crop(-1)  # assisted decoding takes steps back: the copy head forgets them
+    assert cache.coverage().shape == (4, 2) and cache.copy_keys.shape == (4, 2, 1)
+    cache.crop(-1)  # assisted decoding takes steps back: the copy head forgets them, not the source's keys
     assert cache.coverage().tolist() == [[1.0, 0.0]] * 4 and cache.decoder_ids.tolist() == [[1]] * 4
+    assert cache.copy_keys.tolist() == [[[3.0], [4.0]]] * 4
 
 
 def test_a_cache_without_the_copy_steps_is_refused_with_a_clear_message():

@@ -130,12 +130,13 @@ class CopyGenerator(nn.Module):
 
     def forward(self, vocab_logits, decoder_states, decoder_inputs_embeds, encoder_states, source_ids, source_mask,
                 mixture: bool = True, runs: torch.Tensor | None = None, earlier: torch.Tensor | None = None,
-                stepwise: bool = False) -> CopyOutput:
+                stepwise: bool = False, keys: torch.Tensor | None = None) -> CopyOutput:
         """`runs` ([batch, tgt, src], `copy_runs`) feed the continuation bias. `stepwise` (autoregressive decoding)
         computes the attention one target position after the other when location or coverage needs the earlier
         steps' attention: `earlier` ([batch, steps, src]) is that of the steps before this call. `mixture=False`
-        skips the [batch, tgt, vocab] log-mixture (`loss_terms` and `most_likely` need only the slots)."""
-        scores = self.attention_scores(decoder_states, encoder_states)
+        skips the [batch, tgt, vocab] log-mixture (`loss_terms` and `most_likely` need only the slots). `keys`:
+        `source_keys(encoder_states)`, where the caller keeps them between decoding steps."""
+        scores = self.attention_scores(decoder_states, encoder_states, keys)
         if self.continuation is not None and runs is not None:
             # a bias that grows with the run: where two places could continue the copy, the longer match wins
             steps = F.softplus(self.continuation(decoder_states).float())
@@ -167,25 +168,37 @@ class CopyGenerator(nn.Module):
         return CopyOutput(log_mixture, p_gen.squeeze(-1), attention, slot_ids, slot_attention, slot_mask,
                           coverage_loss)
 
-    def attention_scores(self, decoder_states: torch.Tensor, encoder_states: torch.Tensor) -> torch.Tensor:
-        """The copy attention's scores q_t . k_j / sqrt(d), [batch, tgt, src] in fp32: q_t = Wq h_t for the decoder
-        states, k_j = Wk e_j (+ Wp e_{j-1} with previous-token keys) for the encoder states. Its own eager attention:
-        SDPA's cross-attention returns no weights, and copying needs explicit ones.
+    def _key_map(self, encoder_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the keys are a linear map of, and its weight: e_j and Wk ([d, d]), or with previous-token keys
+        [e_j; e_{j-1}] and [Wk Wp] ([d, 2d]): one matmul either way."""
+        if self.previous_key is None:
+            return encoder_states, self.key.weight
+        previous = F.pad(encoder_states[:, :-1], (0, 0, 1, 0))  # each key also says which token comes before it
+        return (torch.cat((encoder_states, previous), dim=-1),
+                torch.cat((self.key.weight, self.previous_key.weight), dim=1))
 
-        Where the decoder states outnumber the key weights' columns (training: every target position at once), the
-        query projection is folded into the keys: q_t . k_j = h_t . (Wq^T k_j), one product of weight matrices in
-        place of projecting every decoder state (a third of the head's arithmetic). A decoding step projects its
-        few states."""
-        key_inputs, key_weight = encoder_states, self.key.weight  # [d, d]
-        if self.previous_key is not None:  # each key also says which token comes before it: one [d, 2d] product
-            key_inputs = torch.cat((encoder_states, F.pad(encoder_states[:, :-1], (0, 0, 1, 0))), dim=-1)
-            key_weight = torch.cat((key_weight, self.previous_key.weight), dim=1)
-        queries = decoder_states
-        if decoder_states.shape[0] * decoder_states.shape[1] > key_weight.shape[1]:
-            key_weight = self.query.weight.t() @ key_weight
-        else:
-            queries = self.query(decoder_states)
-        keys = F.linear(key_inputs, key_weight)
+    def source_keys(self, encoder_states: torch.Tensor) -> torch.Tensor:
+        """The copy attention's keys k_j = Wk e_j (+ Wp e_{j-1}), [batch, src, d]. They depend on the source alone:
+        generate() computes them once and keeps them in its `CopyNatCache` (`copy_keys`)."""
+        return F.linear(*self._key_map(encoder_states))
+
+    def attention_scores(self, decoder_states: torch.Tensor, encoder_states: torch.Tensor,
+                         keys: torch.Tensor | None = None) -> torch.Tensor:
+        """The copy attention's scores q_t . k_j / sqrt(d), [batch, tgt, src] in fp32, with q_t = Wq h_t and the
+        keys of `source_keys` (pass them as `keys` where they are kept). Its own eager attention: SDPA's
+        cross-attention returns no weights, and copying needs explicit ones.
+
+        Where the decoder states outnumber the key map's inputs (training: every target position at once), the
+        query projection is folded into the keys instead: q_t . k_j = h_t . (Wq^T k_j), one product of weight
+        matrices in place of projecting every decoder state (a third of the projections' arithmetic). A decoding step
+        projects its few states."""
+        queries = None
+        if keys is None:
+            key_inputs, key_weight = self._key_map(encoder_states)
+            if decoder_states.shape[0] * decoder_states.shape[1] > key_weight.shape[1]:  # fold Wq into the keys
+                key_weight, queries = self.query.weight.t() @ key_weight, decoder_states
+            keys = F.linear(key_inputs, key_weight)
+        queries = self.query(decoder_states) if queries is None else queries
         return torch.baddbmm(keys.new_zeros(()), queries, keys.transpose(1, 2), beta=0.0, alpha=self.scale).float()
 
     def _attend_step_by_step(self, scores, decoder_states, earlier):
@@ -347,10 +360,12 @@ class LocationRecurrence(torch.autograd.Function):
 
 class CopyNatCache(EncoderDecoderCache):
     """The KV cache of copynat's generate(), which also keeps what the copy head reads of earlier steps: the decoder
-    inputs so far (copy continuation) and each step's copy attention (location reads the last, coverage sums them).
-    Beam search reorders, and assisted decoding crops, all of it together."""
+    inputs so far (copy continuation) and each step's copy attention (location reads the last, coverage sums them);
+    and, like the cross-attention's keys and values, the copy attention's keys over the source, computed at the
+    first step. Beam search reorders all of it together; assisted decoding crops the steps."""
 
-    STEP_STATE = ("decoder_ids", "copy_attention")
+    STEP_STATE = ("decoder_ids", "copy_attention")  # one entry a decoding step: what crop() cuts
+    BATCH_STATE = STEP_STATE + ("copy_keys",)  # one row a sequence: what beams reorder
 
     def __init__(self, config, max_cache_len: int | None = None):
         """`max_cache_len` makes the self-attention part a StaticCache of that many decoder positions (what
@@ -360,6 +375,7 @@ class CopyNatCache(EncoderDecoderCache):
         super().__init__(self_attention, DynamicCache(config=config))
         self.decoder_ids: torch.Tensor | None = None  # [batch, steps]
         self.copy_attention: torch.Tensor | None = None  # [batch, steps, src]
+        self.copy_keys: torch.Tensor | None = None  # [batch, src, d]: `CopyGenerator.source_keys`
 
     def coverage(self) -> torch.Tensor | None:
         """[batch, src]: the copy attention summed over the steps so far."""
@@ -371,24 +387,24 @@ class CopyNatCache(EncoderDecoderCache):
         setattr(self, name, steps if previous is None else torch.cat((previous, steps), 1))
         return getattr(self, name)
 
-    def _map_step_state(self, function) -> None:
-        for name in self.STEP_STATE:
+    def _map_copy_state(self, function, names: tuple[str, ...] = BATCH_STATE) -> None:
+        for name in names:
             if getattr(self, name) is not None:
                 setattr(self, name, function(getattr(self, name)))
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         super().reorder_cache(beam_idx)
-        self._map_step_state(lambda state: state.index_select(0, beam_idx.to(state.device)))
+        self._map_copy_state(lambda state: state.index_select(0, beam_idx.to(state.device)))
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         super().batch_repeat_interleave(repeats)
-        self._map_step_state(lambda state: state.repeat_interleave(repeats, 0))
+        self._map_copy_state(lambda state: state.repeat_interleave(repeats, 0))
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         super().batch_select_indices(indices)
-        self._map_step_state(lambda state: state[indices])
+        self._map_copy_state(lambda state: state[indices])
 
     def crop(self, length: int) -> None:
         """Drop the last -`length` steps (transformers 5.25 accepts only that form) or keep the first `length`."""
         super().crop(length)
-        self._map_step_state(lambda state: state[:, :length])
+        self._map_copy_state(lambda state: state[:, :length], self.STEP_STATE)

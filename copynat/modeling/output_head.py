@@ -77,7 +77,7 @@ class OutputHead:
         the logits are log p_mix, None when `mixture=False` (`token_loss` and `most_likely_tokens` do without).
         `decoder_history` (the decoder input ids up to these positions) feeds the copy continuation; `causal`
         decoding also runs location and coverage, which read the copy attention of the earlier steps: a `cache`
-        keeps it between generate() steps."""
+        keeps it between generate() steps, and the copy attention's keys over the source."""
         vocab_logits = self.lm_head(decoder_states)
         copier = self.copy_generator
         if copier is None:
@@ -90,9 +90,12 @@ class OutputHead:
             runs = copy_runs(copier.canonical_ids(decoder_history), copier.canonical_ids(source_ids),
                              decoder_states.shape[1], copier.continuation_window, source_mask)
         stepwise = causal and copier.attends_step_by_step
+        if cache is not None and cache.copy_keys is None:  # the source's keys, once a generate() call
+            cache.copy_keys = copier.source_keys(encoder_states)
         copy = copier(vocab_logits, decoder_states, decoder_inputs_embeds, encoder_states, source_ids, source_mask,
                       mixture=mixture, runs=runs, stepwise=stepwise,
-                      earlier=cache.copy_attention if stepwise and cache is not None else None)
+                      earlier=cache.copy_attention if stepwise and cache is not None else None,
+                      keys=cache.copy_keys if cache is not None else None)
         if stepwise and cache is not None:
             cache.append("copy_attention", copy.attention)
         return HeadOutput(copy.log_mixture, copy.p_gen, copy.attention, vocab_logits, copy)
