@@ -1,6 +1,7 @@
 """Copy mechanism: the mixture is a distribution, copies what the source holds, and copies unseen names."""
 
 import torch
+import torch.nn.functional as F
 from conftest import VOCAB, tiny_config, train_steps
 
 from copynat import CopyNatForConditionalGeneration
@@ -24,8 +25,6 @@ def test_mixture_is_a_distribution_at_every_position():
 def test_loss_equals_the_cross_entropy_of_the_returned_mixture():
     """The loss gathers log p_mix at the labels (a cheaper backward pass); it must equal the cross-entropy of the full
     mixture the model returns, with and without label smoothing, in value and in gradient."""
-    import torch.nn.functional as F
-
     input_ids, attention_mask, labels = source_and_labels()
     valid = labels != -100
     for smoothing in (0.0, 0.1):
@@ -130,8 +129,6 @@ def test_return_logits_false_gives_the_same_loss_without_the_mixture():
 
 def _location_loop(scores, near, last):
     """The location recurrence as plain autograd ops, one target position after the other (the reference)."""
-    import torch.nn.functional as F
-
     attention = []
     for t in range(scores.shape[1]):
         window = F.pad(last, (2, 0)).unfold(1, 3, 1)  # (a[j - 2], a[j - 1], a[j])
@@ -179,8 +176,6 @@ def test_copy_scores_are_query_dot_key_whether_or_not_the_query_projection_is_fo
     """The copy attention's scores are the lecture's q . k / sqrt(d), q = Wq h and k = Wk e_j + Wp e_{j-1} (the
     previous-token key). Over many decoder states (training) the query projection is folded into the key weights and
     never applied to the states; a decoding step's few states are projected: the same scores either way."""
-    import torch.nn.functional as F
-
     torch.manual_seed(0)
     model = CopyNatForConditionalGeneration(tiny_config()).double()
     copier, d = model.copy_generator, model.config.d_model
