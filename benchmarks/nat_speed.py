@@ -519,6 +519,7 @@ def main(argv: list[str] | None = None) -> dict:
         sections.insert(1, f"host syncs (aten::_local_scalar_dense) in one NAT generate call: {syncs}\n\n"
                            f"## matmuls of one NAT call (batch 32), by total isolated time\n\n{shape_table}")
         attachments["_profile.txt"] = "\n\n".join(sections) + "\n"
+        print(f"host syncs per NAT call: {syncs}")
 
     json_path = common.write_result(NAME, run_name, payload, markdown, attachments=attachments)
     print(f"\nresults: {json_path}")
