@@ -85,3 +85,42 @@ def test_links_stay_inside_the_repository_and_resolve(page: Path):
         assert resolved.exists(), f"{page.name}: {target} does not exist"
         if fragment and resolved.suffix == ".md":
             assert fragment in anchors(resolved), f"{page.name}: no heading for #{fragment} in {resolved.name}"
+
+
+def test_benchmark_results_keep_every_run_with_its_commit_and_command(tmp_path, monkeypatch):
+    """What docs/benchmarks.md promises of a result file: a rerun adds a file, and each file names its commit,
+    machine and command."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("benchmarks_common", ROOT / "benchmarks" / "_common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    first = common.write_result("demo", "variant a", {"score": 1}, "# report", argv=["--flag"])
+    second = common.write_result("demo", "variant a", {"score": 2}, "# report", argv=["--flag"])
+    assert first != second and json.loads(first.read_text())["score"] == 1
+    run = json.loads(second.read_text())["run"]
+    assert len(run["commit"]) == 40 and isinstance(run["dirty"], bool)
+    assert run["command"].endswith("--flag") and run["machine"]["cpu_count"] and run["machine"]["torch"]
+    assert run["commit"] in second.with_suffix(".md").read_text()
+
+
+def test_multi30k_from_the_hub_is_written_as_parallel_text(tmp_path, monkeypatch):
+    """The benchmarks' default data source: a `datasets` Hub name, turned into the files a local copy has."""
+    import importlib.util
+    import types
+
+    import datasets
+
+    spec = importlib.util.spec_from_file_location("benchmarks_common", ROOT / "benchmarks" / "_common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    hub = {split: {"en": [f"{split} {i}" for i in range(3)], "de": [f"{split}\n{i}" for i in range(3)]}
+           for split in ("train", "validation", "test")}
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, *args, **kwargs: hub)
+    monkeypatch.setattr(common, "DATA_CACHE", tmp_path)
+    folder = common.multi30k_dir(types.SimpleNamespace(dataset=common.MULTI30K_DATASET, data_dir=None))
+    assert (folder / "test_2016_flickr.de").read_text().splitlines() == ["test 0", "test 1", "test 2"]
+    assert (folder / "val.en").read_text().splitlines() == ["validation 0", "validation 1", "validation 2"]
+    assert common.multi30k_dir(types.SimpleNamespace(dataset="unused", data_dir=folder)) == folder
