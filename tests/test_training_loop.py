@@ -180,6 +180,42 @@ def test_end_to_end_run_saves_a_loadable_model(data_dir, tmp_path):
     assert nat[0, 0] == loaded.config.decoder_start_token_id
 
 
+def test_every_loss_term_the_model_returns_is_logged_by_name(data_dir, tmp_path):
+    """Coverage and guided attention included: metrics.jsonl's train and eval records carry each term the model
+    returned, under the output's own field name."""
+    out = tmp_path / "terms"
+    assert train_main(tiny_args(data_dir, out, "--decoder_mode", "hybrid", "--nat_training", "cmlm",
+                                "--copy_coverage", "true", "--guided_attention_weight", "0.5",
+                                "--eval_decoding", "greedy", "--eval_steps", "4", "--num_eval_samples", "8",
+                                steps=4)) == 0
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    terms = {"loss", "ar_loss", "nat_loss", "length_loss", "coverage_loss", "guided_attention_loss"}
+    for event in ("train", "eval"):
+        record = next(e for e in events if e["event"] == event)
+        assert terms <= set(record), (event, sorted(record))
+        assert all(math.isfinite(record[name]) for name in terms)
+
+
+def test_loss_terms_follow_the_output_fields_not_a_list():
+    from dataclasses import dataclass
+
+    from transformers.utils import ModelOutput
+
+    from copynat.training.step_log import loss_names_first, loss_terms
+
+    @dataclass
+    class Output(ModelOutput):
+        loss: torch.Tensor | None = None
+        logits: torch.Tensor | None = None
+        ar_loss: torch.Tensor | None = None
+        nat_loss: torch.Tensor | None = None
+        brand_new_loss: torch.Tensor | None = None
+
+    output = Output(loss=torch.tensor(3.0), logits=torch.zeros(2), ar_loss=torch.tensor(1.0),
+                    brand_new_loss=torch.tensor(2.0))
+    assert loss_names_first(loss_terms(output)) == ["loss", "ar_loss", "brand_new_loss"]  # unset nat_loss: absent
+
+
 def test_a_ctc_run_picks_its_blank_penalty_on_validation_and_saves_it(data_dir, tmp_path, capsys):
     """copynat-train --nat_training ctc: one-pass validation BLEU for each blank penalty, the best (the smallest on
     ties) saved in generation_config.json, which the loaded model decodes with; the final validation figures are
