@@ -216,6 +216,23 @@ def test_loss_terms_follow_the_output_fields_not_a_list():
     assert loss_names_first(loss_terms(output)) == ["loss", "ar_loss", "brand_new_loss"]  # unset nat_loss: absent
 
 
+def test_the_default_run_draws_its_training_curves(data_dir, tmp_path, monkeypatch, caplog):
+    """--plot is on by default and matplotlib is a dependency: training_curves.png appears with no flag; without
+    matplotlib the run still finishes and says why there is no PNG."""
+    def default_plot(args: list[str]) -> list[str]:  # tiny_args turns the plot off: drop "--plot false"
+        at = args.index("--plot")
+        return args[:at] + args[at + 2:]
+
+    assert train_main(default_plot(tiny_args(data_dir, tmp_path / "run", steps=10))) == 0
+    assert (tmp_path / "run" / "training_curves.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # uninstalled: the import fails
+    with caplog.at_level("WARNING", logger="copynat.training"):
+        assert train_main(default_plot(tiny_args(data_dir, tmp_path / "bare", steps=2))) == 0
+    assert not (tmp_path / "bare" / "training_curves.png").exists()
+    assert "matplotlib is not installed" in caplog.text and "no PNG drawn" in caplog.text
+
+
 def test_a_ctc_run_picks_its_blank_penalty_on_validation_and_saves_it(data_dir, tmp_path, capsys):
     """copynat-train --nat_training ctc: one-pass validation BLEU for each blank penalty, the best (the smallest on
     ties) saved in generation_config.json, which the loaded model decodes with; the final validation figures are
