@@ -164,6 +164,9 @@ def limitations(model: dict, data: dict, data_args: dict, train_args: dict, resu
         items.append("Non-autoregressive decoding is faster but usually scores below autoregressive decoding (compare "
                      "the rows of the results table)" + ("." if model["ctc"] else
                                                          "; mask-predict iterations close part of the gap."))
+    elif model["ctc"]:
+        items.append("Non-autoregressive decoding can repeat or drop words: CTC decodes in one parallel pass, with no "
+                     "refinement; a larger blank penalty (`ctc_blank_penalty`) lengthens outputs that come out short.")
     elif model["nat"]:
         items.append("Non-autoregressive decoding can repeat or drop words when the predicted length is wrong; "
                      "mask-predict iterations and a length beam reduce this.")
