@@ -57,8 +57,13 @@ Output folder::
 
 ``metrics.jsonl`` lines: ``{"event": "train", "step", "epoch", "time", "loss", "ar_loss", ..., "learning_rate",
 "grad_norm", "tokens_per_second", "teacher_forcing_prob"}``, ``{"event": "eval", "split": "validation", "step",
-"time", "loss", "greedy/bleu", "greedy/chrf", "greedy/exact_match", ...}`` and a final ``{"event": "final", ...}``.
+"time", "loss", "ar_loss", ..., "greedy/bleu", "greedy/chrf", "greedy/exact_match", ...}`` and a final
+``{"event": "final", ...}``. The loss terms are every field of the model's output whose name ends in ``loss``
+(``ar_loss``, ``nat_loss``, ``length_loss``, ``guided_attention_loss``, ``coverage_loss``: those the model sets).
 ``time`` is the training wall time in seconds since the start of the run (resumes included).
+
+The code follows the phases: :class:`TrainingLoop` sets the run up (``__init__``), makes each ``update``, ``log``\ s
+the averages, evaluates and saves at each ``step_boundary``; :func:`copynat.training.finish.finish_run` ends it.
 """
 
 from __future__ import annotations
