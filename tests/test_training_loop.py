@@ -234,6 +234,61 @@ def test_the_default_run_draws_its_training_curves(data_dir, tmp_path, monkeypat
     assert "matplotlib is not installed" in caplog.text and "no PNG drawn" in caplog.text
 
 
+def _without(args: list[str], flag: str) -> list[str]:
+    at = args.index(flag)
+    return args[:at] + args[at + 2:]
+
+
+def test_accumulated_epoch_in_bf16_ends_with_the_smaller_last_group(data_dir, tmp_path):
+    """--gradient_accumulation_steps 3 over one epoch: ceil(batches / 3) updates, the last one over the batches
+    left; bf16 autocast on the CPU trains to finite losses."""
+    out = tmp_path / "accumulated"
+    argv = _without(tiny_args(data_dir, out, "--gradient_accumulation_steps", "3", "--num_epochs", "1",
+                              "--mixed_precision", "bf16", "--eval_steps", "1000", "--logging_steps", "1"),
+                    "--max_steps")
+    assert train_main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    resolved = json.loads((out / "training_args.json").read_text())["resolved"]
+    assert results["training"]["steps"] == resolved["max_steps"] == resolved["steps_per_epoch"]
+    assert results["training"]["epochs"] == 1.0 and results["training"]["mixed_precision"] == "bf16"
+    train_events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+                    if json.loads(line)["event"] == "train"]
+    assert [e["step"] for e in train_events] == list(range(1, resolved["max_steps"] + 1))
+    assert all(math.isfinite(e["loss"]) for e in train_events)
+
+
+def test_early_stopping_stops_after_patience_evaluations_without_gain(data_dir, tmp_path):
+    out = tmp_path / "stopped"  # a learning rate too small to change BLEU: the second evaluation is no better
+    argv = tiny_args(data_dir, out, "--early_stopping_patience", "1", "--eval_steps", "2", "--learning_rate", "1e-9",
+                     steps=30)
+    assert train_main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["training"]["stop_reason"] == "early_stopping" and results["training"]["stopped_early"]
+    assert results["training"]["steps"] == 4 and results["selection"]["best_step"] == 2
+
+
+def test_a_stop_signal_checkpoints_the_step_and_resume_finishes(data_dir, tmp_path, monkeypatch, capsys):
+    """Ctrl-C (SIGINT/SIGTERM): the step is checkpointed, copynat-train exits 130 naming --resume, and --resume
+    finishes the run."""
+    class SignalledAtOnce(loop.StopSignals):
+        def __enter__(self):
+            super().__enter__()
+            self.requested = "SIGINT"
+            return self
+
+    out = tmp_path / "signalled"
+    argv = tiny_args(data_dir, out, steps=6)
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "StopSignals", SignalledAtOnce)
+        assert train_main(argv) == 130
+    assert "--resume" in capsys.readouterr().err
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-00000001"
+    assert not (out / "results.json").exists()
+    assert train_main([*argv, "--resume"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["training"]["steps"] == 6 and results["training"]["resumed_from"].endswith("step-00000001")
+
+
 def test_a_ctc_run_picks_its_blank_penalty_on_validation_and_saves_it(data_dir, tmp_path, capsys):
     """copynat-train --nat_training ctc: one-pass validation BLEU for each blank penalty, the best (the smallest on
     ties) saved in generation_config.json, which the loaded model decodes with; the final validation figures are
