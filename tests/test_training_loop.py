@@ -325,6 +325,30 @@ def test_a_ctc_run_picks_its_blank_penalty_on_validation_and_saves_it(data_dir, 
     assert exit_info.value.code == 2 and "--ctc_blank_penalty applies to CTC models" in capsys.readouterr().err
 
 
+def test_the_blank_penalty_choice_keeps_the_entity_copy_rate(data_dir):
+    """On the echo task the validation figures of a CTC model's parallel pass come from the blank-penalty choice:
+    they carry the entity copy rate like every other decoding's."""
+    from accelerate import Accelerator
+
+    from copynat import train_tokenizer
+    from copynat.training.data import DataArguments, load_raw_datasets, tokenize_datasets
+    from copynat.training.evaluation import select_ctc_blank_penalty
+
+    raw = load_raw_datasets(DataArguments(train_file=str(data_dir / "train.jsonl"),
+                                          validation_file=str(data_dir / "validation.jsonl")))
+    tokenizer = train_tokenizer(raw["train"]["target"], 300)
+    validation = tokenize_datasets(raw, tokenizer, DataArguments(max_source_length=48, max_target_length=48))["validation"]
+    config = tiny_config(vocab_size=len(tokenizer), decoder_mode="nat", nat_training="ctc", max_position_embeddings=128,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.bos_token_id,
+                         mask_token_id=tokenizer.mask_token_id)
+    model = CopyNatForConditionalGeneration(config).eval()
+    entities = [target.split()[:1] for target in validation["target"]]
+    chosen = select_ctc_blank_penalty(Accelerator(cpu=True), model, tokenizer, validation, batch_size=40,
+                                      max_new_tokens=20, penalties=(0.0, 1.0), entities=entities)
+    assert 0.0 <= chosen["metrics"]["entity_copy_rate"] <= 100.0 and set(chosen["bleu"]) == {0.0, 1.0}
+
+
 def test_time_budget_stops_evaluates_and_saves(data_dir, tmp_path, capsys):
     out = tmp_path / "budget"
     assert train_main(tiny_args(data_dir, out, "--max_train_minutes", "0.0001", steps=10_000)) == 0

@@ -142,10 +142,12 @@ CTC_BLANK_PENALTIES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 
 
 def select_ctc_blank_penalty(accelerator, model, tokenizer, dataset, *, batch_size: int, max_new_tokens: int,
-                             penalties: tuple[float, ...] = CTC_BLANK_PENALTIES, seed: int = 0) -> dict[str, Any]:
+                             penalties: tuple[float, ...] = CTC_BLANK_PENALTIES, seed: int = 0,
+                             entities: list[list[str]] | None = None) -> dict[str, Any]:
     """BLEU-based selection of a CTC model's blank penalty (`generate(ctc_blank_penalty=...)`) on `dataset`, the
     validation split: one-pass BLEU for each penalty, the best (the smallest on ties) written into the model's
-    generation config, where every later generate() and `save_pretrained` find it.
+    generation config, where every later generate() and `save_pretrained` find it. With `entities` (the echo task's),
+    the selected decoding's metrics keep their entity copy rate.
 
     A CTC model still learning fills the places it is unsure of with blanks and writes too short an output; a blank
     made less likely lengthens it. Returns {"selected": penalty, "bleu": {penalty: BLEU}, "metrics": the selected
@@ -153,7 +155,7 @@ def select_ctc_blank_penalty(accelerator, model, tokenizer, dataset, *, batch_si
     decodings = {f"{penalty:g}": {"non_autoregressive": True, "nat_iterations": 1, "ctc_blank_penalty": penalty}
                  for penalty in penalties}
     results = evaluate_generation(accelerator, model, tokenizer, dataset, decodings, batch_size=batch_size,
-                                  max_new_tokens=max_new_tokens, compute_loss=False, seed=seed)
+                                  max_new_tokens=max_new_tokens, entities=entities, compute_loss=False, seed=seed)
     bleu = {float(name): results[name]["bleu"] for name in decodings}
     selected = max(bleu, key=lambda penalty: (bleu[penalty], -penalty))
     set_generation_default(accelerator.unwrap_model(model), ctc_blank_penalty=selected)

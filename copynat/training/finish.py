@@ -63,9 +63,10 @@ def choose_blank_penalty(run: TrainingLoop) -> dict[str, Any] | None:
         return None
     if run.args.ctc_blank_penalty is not None or run.validation is None:
         return {"selected": float(run.args.ctc_blank_penalty or 0.0), "bleu": None}
+    known = run.entities.get("validation")
     chosen = select_ctc_blank_penalty(run.accelerator, run.model, run.tokenizer, run.validation,
                                       batch_size=run.args.eval_batch_size, max_new_tokens=run.plan.max_new_tokens,
-                                      seed=run.args.seed)
+                                      seed=run.args.seed, entities=known and known["entities"])
     if run.main:
         logger.warning("CTC blank penalty %g chosen on validation (one-pass BLEU %s)", chosen["selected"],
                        ", ".join(f"{k:g}: {v:.2f}" for k, v in chosen["bleu"].items()))
