@@ -32,7 +32,7 @@ def echo_files(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained_model(echo_files, tmp_path_factory) -> Path:
-    """A tiny hybrid (AT + NAT, copy) model trained for a few seconds through copynat-train."""
+    """A tiny hybrid (AT + mask-predict NAT, copy) model trained for a few seconds through copynat-train."""
     out = tmp_path_factory.mktemp("model") / "run"
     argv = ["--train_file", str(echo_files / "train.jsonl"), "--validation_file", str(echo_files / "validation.jsonl"),
             "--output_dir", str(out), "--vocab_size", "300", "--d_model", "32", "--ffn_dim", "64", "--heads", "2",
