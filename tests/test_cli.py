@@ -99,6 +99,18 @@ def test_bad_arguments_give_one_line_errors(tmp_path, capsys, echo_files):
     assert exit_info.value.code == 2
 
 
+def test_the_main_command_builds_a_hybrid_ctc_model_unless_told_otherwise():
+    """copynat-train with no arguments (the echo task) trains both decoders, the parallel one with CTC; a model flag
+    wins, and data of one's own keeps the config's defaults."""
+    model_args, _, _ = parse_train_args([])
+    settings = model_args.new_model_config(echo=True)
+    assert (settings["decoder_mode"], settings["nat_training"]) == ("hybrid", "ctc")
+    model_args, _, _ = parse_train_args(["--decoder_mode", "ar"])
+    assert model_args.new_model_config(echo=True)["decoder_mode"] == "ar"
+    model_args, _, _ = parse_train_args(["--train_file", "t.jsonl"])
+    assert "decoder_mode" not in model_args.new_model_config(echo=False)
+
+
 def test_yaml_and_json_argument_files(tmp_path):
     (tmp_path / "run.yaml").write_text("output_dir: here\nmax_steps: 7\npreset: small\nresume: true\n"
                                        "decoder_mode: hybrid\ntrain_file: t.jsonl\n")

@@ -64,6 +64,9 @@ DEFAULT_LABEL_SMOOTHING = 0.1
 ECHO_VOCAB_SIZE = 2000
 ECHO_MAX_TOKENS = 1024
 ECHO_LABEL_SMOOTHING = 0.0
+#: The main command's model (the embedded echo task, no model flags): both decoders over one encoder, so a new
+#: user's first model decodes step by step and in one parallel pass (CTC: one pass, no length to predict).
+ECHO_MODEL = {"decoder_mode": "hybrid", "nat_training": "ctc"}
 
 
 def _arg(default: Any, help: str, **extra: Any) -> Any:
@@ -136,7 +139,8 @@ class ModelArguments:
     use_copy_mechanism: bool | None = _arg(None, "Pointer-generator copy head (default true).")
     decoder_mode: str | None = _arg(
         None, "Decoder objective: ar (autoregressive, teacher forcing), nat (non-autoregressive: the parallel "
-              "decoder, trained as --nat_training says) or hybrid (both). Default ar.", choices=["ar", "nat", "hybrid"])
+              "decoder, trained as --nat_training says) or hybrid (both). Default ar; hybrid for the embedded echo "
+              "task.", choices=["ar", "nat", "hybrid"])
     length_prediction: str | None = _arg(None, "cmlm / glancing: the length predictor's target, absolute or offset "
                                                "(default offset). CTC predicts no length.",
                                          choices=["absolute", "offset"])
@@ -186,7 +190,8 @@ class ModelArguments:
     def new_model_config(self, echo: bool = False) -> dict[str, Any]:
         """Preset values, then copynat's training defaults, then the overrides (no vocabulary yet)."""
         smoothing = ECHO_LABEL_SMOOTHING if echo else DEFAULT_LABEL_SMOOTHING
-        return {**PRESETS[self.preset], "label_smoothing": smoothing, **self.config_overrides()}
+        return {**PRESETS[self.preset], "label_smoothing": smoothing, **(ECHO_MODEL if echo else {}),
+                **self.config_overrides()}
 
 
 # ------------------------------------------------------------------------------------------ train

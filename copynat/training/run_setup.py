@@ -228,7 +228,8 @@ def echo_entities(dataset, split: str) -> dict[str, list[list[str]]] | None:
     return {"entities": [e["entities"] for e in examples], "categories": [e["categories"] for e in examples]}
 
 
-#: Updates of the default run on the embedded echo task (tuned: >= 90% exact match on unseen names, minutes on CPU).
+#: Updates of the default run on the embedded echo task (its hybrid model copies >= 95 % of the entities of both
+#: test splits after 1,600; after 1,000 only 92 % out of distribution).
 ECHO_DEFAULT_STEPS = 1600
 #: Epochs when the data is not the echo task and neither --max_steps nor --num_epochs is given.
 DEFAULT_EPOCHS = 10.0
