@@ -161,6 +161,25 @@ def test_generate_prints_one_output_per_line(trained_model, capsys, monkeypatch)
     assert len(capsys.readouterr().out.splitlines()) == 1
 
 
+def test_generate_drafted_prints_greedy_outputs_and_refuses_other_searches(trained_model, capsys):
+    arguments = ["--model", str(trained_model), "--text", *SOURCES, "--max_new_tokens", "20", "--batch_size", "3"]
+    assert generate_main(arguments) == 0
+    greedy = capsys.readouterr().out
+    assert generate_main(arguments + ["--draft", "parallel"]) == 0
+    assert capsys.readouterr().out == greedy
+    with pytest.raises(SystemExit) as exit_info:
+        generate_main(arguments + ["--draft", "parallel", "--num_beams", "2"])
+    assert exit_info.value.code == 2 and "--draft parallel gives greedy" in capsys.readouterr().err
+
+
+def test_eval_decoding_names_include_drafted():
+    from copynat.training.arguments import parse_decodings
+
+    assert parse_decodings("greedy,drafted,nat1") == {"greedy": {"num_beams": 1, "do_sample": False},
+                                                      "drafted": {"draft": "parallel"},
+                                                      "nat1": {"non_autoregressive": True, "nat_iterations": 1}}
+
+
 def test_generate_plot_writes_a_png(trained_model, tmp_path, capsys):
     import matplotlib  # noqa: F401  (the test extra installs it; a missing plot dependency must fail here)
     for extra, name in (([], "at.png"), (["--non_autoregressive", "--nat_iterations", "2"], "nat.png")):

@@ -196,14 +196,15 @@ class ModelArguments:
 
 # ------------------------------------------------------------------------------------------ train
 
-_DECODING_RE = re.compile(r"^(greedy|beam(\d+)|nat(\d+)(?:b(\d+))?)$")
+_DECODING_RE = re.compile(r"^(greedy|drafted|beam(\d+)|nat(\d+)(?:b(\d+))?)$")
 
 
 def parse_decodings(spec: str | list[str]) -> dict[str, dict[str, Any]]:
     """``"greedy,beam4,nat1,nat4"`` -> ``{name: generate() keyword arguments}``.
 
-    ``greedy``; ``beamK`` (beam search, K beams); ``natN`` (non-autoregressive, N mask-predict passes;
-    ``nat1`` is one parallel pass); ``natNbK`` (NAT with a length beam of K candidates).
+    ``greedy``; ``drafted`` (greedy's output, drafted by the parallel decoder and verified by the AT decoder: hybrid
+    models); ``beamK`` (beam search, K beams); ``natN`` (non-autoregressive, N mask-predict passes; ``nat1`` is one
+    parallel pass); ``natNbK`` (NAT with a length beam of K candidates).
     """
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     if not names:
@@ -212,10 +213,12 @@ def parse_decodings(spec: str | list[str]) -> dict[str, dict[str, Any]]:
     for name in names:
         match = _DECODING_RE.match(name)
         if match is None:
-            raise ValueError(f"--eval_decoding: unknown decoding {name!r}; use greedy, beamK (e.g. beam4), "
+            raise ValueError(f"--eval_decoding: unknown decoding {name!r}; use greedy, drafted, beamK (e.g. beam4), "
                              "natN (N mask-predict passes, e.g. nat1, nat4) or natNbK (length beam K)")
         if name == "greedy":
             decodings[name] = {"num_beams": 1, "do_sample": False}
+        elif name == "drafted":
+            decodings[name] = {"draft": "parallel"}
         elif match.group(2):
             decodings[name] = {"num_beams": int(match.group(2)), "do_sample": False}
         else:
@@ -405,6 +408,8 @@ class GenerateArguments:
     nat_iterations: int = _arg(1, "NAT: mask-predict passes (1 = one parallel pass).")
     length_beam: int = _arg(1, "NAT: decode the K most likely lengths and keep the best.")
     rescore_with_ar: bool = _arg(False, "NAT: pick the length-beam candidate with the AR decoder (hybrid models).")
+    draft: str | None = _arg(None, "'parallel': greedy's output, drafted by the parallel decoder and verified by the AT "
+                                   "decoder in few passes (hybrid models).", choices=["parallel"])
     seed: int = _arg(0, "Random seed (sampling).")
     plot: str | None = _arg(None, "Save a PNG of the first input's copy attention (source x target) and p_gen, or "
                                   "of the last layer's cross-attention for NAT / no-copy models.")

@@ -26,6 +26,8 @@ def fmt(value: Any, digits: int = 2) -> str:
 
 
 def decoding_label(name: str, kwargs: dict) -> str:
+    if kwargs.get("draft"):
+        return "drafted: the parallel pass drafts, the AT decoder verifies (greedy's output)"
     if kwargs.get("non_autoregressive"):
         iterations = kwargs.get("nat_iterations", 1)
         label = "NAT, one parallel pass" if iterations == 1 else f"NAT mask-predict, {iterations} iterations"

@@ -193,6 +193,28 @@ def _plot_first(model, tokenizer, source_ids, attention_mask, generated, nat: bo
         plt.close(fig)
 
 
+def _generate_kwargs(args) -> dict:
+    """generate() keyword arguments of a copynat-generate call: drafted, parallel or autoregressive decoding."""
+    kwargs: dict = {"max_new_tokens": args.max_new_tokens or 256}
+    one_per_input = args.do_sample or args.num_return_sequences > 1 or args.num_beams > 1
+    if args.draft:
+        if args.non_autoregressive or one_per_input:
+            _fail("copynat-generate", "--draft parallel gives greedy decoding's output, one per input: drop "
+                                      "--non_autoregressive/--do_sample/--num_beams/--num_return_sequences")
+        return {**kwargs, "draft": args.draft}
+    if args.non_autoregressive:
+        if one_per_input:
+            _fail("copynat-generate", "--non_autoregressive decodes deterministically, one output per input: "
+                                      "drop --do_sample/--num_beams/--num_return_sequences (use --length_beam)")
+        return {**kwargs, "non_autoregressive": True, "nat_iterations": args.nat_iterations,
+                "length_beam": args.length_beam, "rescore_with_ar": args.rescore_with_ar}
+    kwargs.update(num_beams=args.num_beams, do_sample=args.do_sample, num_return_sequences=args.num_return_sequences)
+    for name in ("top_k", "top_p", "temperature", "length_penalty", "no_repeat_ngram_size"):
+        if getattr(args, name) is not None:
+            kwargs[name] = getattr(args, name)
+    return kwargs
+
+
 @_console_logging
 def generate_main(argv: Sequence[str] | None = None) -> int:
     """``copynat-generate``: decode source lines (file, stdin or --text) with a saved model, one output per line."""
@@ -219,19 +241,7 @@ def generate_main(argv: Sequence[str] | None = None) -> int:
     else:
         sources = [line.rstrip("\n").rstrip("\r") for line in sys.stdin]
     torch.manual_seed(args.seed)
-    kwargs: dict = {"max_new_tokens": args.max_new_tokens or 256}
-    if args.non_autoregressive:
-        kwargs.update(non_autoregressive=True, nat_iterations=args.nat_iterations, length_beam=args.length_beam,
-                      rescore_with_ar=args.rescore_with_ar)
-        if args.do_sample or args.num_return_sequences > 1 or args.num_beams > 1:
-            _fail("copynat-generate", "--non_autoregressive decodes deterministically, one output per input: "
-                                      "drop --do_sample/--num_beams/--num_return_sequences (use --length_beam)")
-    else:
-        kwargs.update(num_beams=args.num_beams, do_sample=args.do_sample,
-                      num_return_sequences=args.num_return_sequences)
-        for name in ("top_k", "top_p", "temperature", "length_penalty", "no_repeat_ngram_size"):
-            if getattr(args, name) is not None:
-                kwargs[name] = getattr(args, name)
+    kwargs = _generate_kwargs(args)
 
     from transformers import DataCollatorWithPadding
 

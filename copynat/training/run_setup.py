@@ -299,6 +299,9 @@ def choose_decodings(model, spec: str | None) -> dict[str, dict[str, Any]]:
                                                      or decodings[name].get("length_beam", 1) > 1):
             logger.warning("--eval_decoding %s skipped: a CTC model decodes in one pass (nat1)", name)
             decodings.pop(name)
+    if "drafted" in decodings and model.config.decoder_mode != "hybrid":
+        logger.warning("--eval_decoding drafted skipped: drafted decoding needs both decoders (decoder_mode hybrid)")
+        decodings.pop("drafted")
     if not decodings:
         raise UsageError("--eval_decoding: nothing left to evaluate (NAT decodings need decoder_mode nat or hybrid)")
     return decodings
