@@ -54,7 +54,9 @@ def test_drafted_equals_greedy_in_batches_whose_rows_keep_different_lengths(draf
     assert bool((windowed.rounds >= (written + 2) // 3).all())  # at most two drafted tokens and one more a round
 
 
-def test_a_wrong_draft_still_gives_greedy_one_token_a_round(drafting_model, monkeypatch):
+def test_a_wrong_draft_still_gives_greedy(drafting_model, monkeypatch):
+    """Each round gains at least the AT decoder's own token; a row that leaves its draft copies on from the source
+    meanwhile (the copy task's outputs are its sources: fewer rounds than tokens even so)."""
     source, mask = probe_batch(batch=5)
     greedy = drafting_model.generate(source, attention_mask=mask, max_new_tokens=12)
     wrong = torch.full((5, 10), VOCAB - 1)  # a token the copy task never writes here, and no </s>
@@ -62,7 +64,8 @@ def test_a_wrong_draft_still_gives_greedy_one_token_a_round(drafting_model, monk
     drafted = drafting_model.generate(source, attention_mask=mask, max_new_tokens=12, draft="parallel",
                                       return_dict_in_generate=True)
     assert torch.equal(drafted.sequences, greedy)
-    assert drafted.rounds.tolist() == (greedy[:, 1:] != 0).sum(1).tolist()
+    written = (greedy[:, 1:] != 0).sum(1)
+    assert bool((drafted.rounds <= written).all()) and int(drafted.rounds.sum()) < int(written.sum())
 
 
 def test_a_perfect_draft_finishes_in_one_verification_pass(drafting_model, monkeypatch):
@@ -85,12 +88,10 @@ def test_logits_processors_hold_at_every_verified_position(drafting_model, monke
     plain = drafting_model.generate(source, attention_mask=mask, max_new_tokens=12)
 
     class NoThirdToken(LogitsProcessor):  # bans, at the third output position, the token plain greedy writes there
-        def __call__(self, input_ids, scores):
-            if (input_ids != 0).sum(1).max() == 3:
-                written = (input_ids != 0).sum(1) == 3
-                return scores.masked_fill(written[:, None] & (torch.arange(scores.shape[1]) == plain[:, 3:4]),
-                                          float("-inf"))
-            return scores
+        def __call__(self, input_ids, scores):  # rows are the batch's, as in greedy generate()
+            third = (input_ids != 0).sum(1) == 3  # the start token and two written before this position
+            return scores.masked_fill(third[:, None] & (torch.arange(scores.shape[1]) == plain[:, 3:4]),
+                                      float("-inf"))
 
     constrained = drafting_model.generate(source, attention_mask=mask, max_new_tokens=12,
                                           logits_processor=[NoThirdToken()])

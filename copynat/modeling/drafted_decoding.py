@@ -180,27 +180,39 @@ def _check_call(model, settings, kwargs: dict) -> None:
                          f"generation settings {', '.join(active)}: use plain generate() for them")
 
 
-def _first_choices(scores: torch.Tensor, drafted: torch.Tensor, has_draft: torch.Tensor, top_k: int | None,
-                   margin: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the token each row writes at this position, whether it is the drafted one): greedy's choice, or with a
-    relaxed acceptance the drafted token where it is within the top k and the margin of the best."""
+def _choices(scores: torch.Tensor, drafted: torch.Tensor, has_draft: torch.Tensor, top_k: int | None,
+             margin: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """([batch, width + 1] the token each row writes at each position, whether it is the drafted one): greedy's
+    choice, or with a relaxed acceptance the drafted token where it is within the top k and the margin of the best.
+    The last position has no drafted token."""
     choice = scores.argmax(-1)
+    drafted = torch.cat((drafted, drafted.new_zeros(drafted.shape[0], 1)), dim=1)
+    has_draft = torch.cat((has_draft, has_draft.new_zeros(has_draft.shape[0], 1)), dim=1)
     accepted = has_draft & (choice == drafted)
     if (top_k or 1) > 1 or margin is not None:
-        drafted_score = scores.gather(1, drafted[:, None]).squeeze(1)
+        drafted_score = scores.gather(-1, drafted[..., None]).squeeze(-1)
         relaxed = drafted_score > float("-inf")
-        if (top_k or 1) > 1:
-            relaxed &= (scores > drafted_score[:, None]).sum(1) < top_k
-        else:
-            relaxed &= choice == drafted
+        relaxed &= (scores > drafted_score[..., None]).sum(-1) < (top_k or 1) if (top_k or 1) > 1 else choice == drafted
         if margin is not None:
             relaxed &= drafted_score >= scores.max(-1).values - margin
         accepted = has_draft & relaxed
     return torch.where(accepted, drafted, choice), accepted
 
 
+def _prefixes(history: torch.Tensor, drafted: torch.Tensor, pad: int) -> torch.Tensor:
+    """The prefix before each position of a block, every row and position at once: [batch, width + 1, H + width],
+    row b, position i holding `history[b]` then `drafted[b, :i]`, left-padded (the processors count a row's tokens
+    without its padding)."""
+    width = drafted.shape[1]
+    whole = torch.cat((history, drafted), dim=1)  # [batch, H + width]
+    columns = torch.arange(whole.shape[1], device=whole.device)[None, :] - torch.arange(width, -1, -1,
+                                                                                         device=whole.device)[:, None]
+    return whole[:, columns.clamp_min(0)].masked_fill(columns[None] < 0, pad)
+
+
 @torch.no_grad()
-def drafted_generate(model, inputs: torch.Tensor | None, settings, processors=None, draft_window: int | None = None,
+def drafted_generate(model, inputs: torch.Tensor | None, settings, processors=None, user_processors=None,
+                     draft_window: int | None = None,
                      draft_top_k: int | None = None, draft_margin: float | None = None, attention_mask=None,
                      streamer=None, return_dict_in_generate: bool = False, ctc_blank_penalty: float | None = None,
                      **kwargs):
@@ -226,6 +238,7 @@ def drafted_generate(model, inputs: torch.Tensor | None, settings, processors=No
     batch = drafts.shape[0]
     draft_lengths = (drafts != pad).sum(1)
     cursor = torch.zeros(batch, dtype=torch.long, device=device)  # the next drafted token of each row
+    lost = torch.zeros(batch, dtype=torch.bool, device=device)  # rows whose output has left their draft
     history = torch.full((batch, 1), start, dtype=torch.long, device=device)  # each row's tokens, left-padded
     generated = torch.zeros(batch, dtype=torch.long, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -234,48 +247,50 @@ def drafted_generate(model, inputs: torch.Tensor | None, settings, processors=No
     if streamer is not None:
         streamer.put(history.cpu())
     while not bool(finished.all()):
-        # This round's block per row: its last token, then up to `width` drafted tokens.
-        available = (draft_lengths - cursor).clamp_min(0)
+        # This round's block per row: its last token, then up to `width` drafted tokens: the rest of its draft, or
+        # for a row whose output has left its draft, what follows its last tokens in the source (a copy goes on).
+        candidates, available = _continuations(drafts, draft_lengths, cursor, lost, history, source, pad,
+                                               draft_window or LOOKUP_WINDOW)
         available = torch.minimum(available, (limit - generated - 1).clamp_min(0))
         if draft_window is not None:
             available = available.clamp_max(draft_window)
         available = available.masked_fill(finished, 0)
         width = int(available.max())
-        offsets = cursor[:, None] + torch.arange(width, device=device)
-        drafted = drafts.gather(1, offsets.clamp_max(drafts.shape[1] - 1)) if width else drafts[:, :0]
+        drafted = candidates[:, :width]
         has_draft = torch.arange(width, device=device)[None, :] < available[:, None]
         drafted = drafted.masked_fill(~has_draft, pad)
         block = torch.cat((history[:, -1:], drafted), dim=1)
         _, head = model.autoregressive_pass(source.encoder.last_hidden_state, source.ids, source.mask,
                                             decoder_input_ids=block, cache=cache, use_cache=True, mixture=True)
-        # Verify position by position, as the step-by-step loop would choose: the prefix a row had written before
-        # position i is its history and the drafted tokens before i (which it has accepted, if it is still going).
-        going, counts, written, kept_draft = ~finished, torch.zeros_like(cursor), [], []
-        for i in range(width + 1):
-            prefix = torch.cat((history, drafted[:, :i]), dim=1)
-            scores = head.logits[:, i].float()
-            if processors:
-                scores = processors(prefix, scores)
-            if i < width:
-                token, accepted = _first_choices(scores, drafted[:, i], has_draft[:, i], draft_top_k, draft_margin)
-            else:
-                token, accepted = scores.argmax(-1), torch.zeros_like(going)
-            written.append(token.masked_fill(~going, pad))
-            kept_draft.append(accepted)
-            counts += going.long()
-            done = going & (torch.isin(token, eos) | (generated + counts >= limit))
-            finished |= done
-            going = going & accepted & ~done
-            if not bool(going.any()):
-                break
+        # Verify every position at once, as the step-by-step loop would choose: the prefix a row has written before
+        # position i is its history and the drafted tokens before i (which it has accepted, if it got that far).
+        scores = head.logits.float()
+        if processors or user_processors:
+            prefixes = _prefixes(history, drafted, pad)  # [batch, width + 1, history + width], left-padded
+            if user_processors:  # a caller's processors see the batch's rows, one position at a time, as in greedy
+                scores = torch.stack([user_processors(prefixes[:, i], scores[:, i]) for i in range(width + 1)], 1)
+            # copynat's own take every row and position at once (they read each row's tokens, nothing else)
+            for processor in processors or ():  # called directly: LogitsProcessorList inspects each signature
+                scores = processor(prefixes.flatten(0, 1), scores.flatten(0, 1)).view(batch, width + 1, -1)
+        token, accepted = _choices(scores, drafted, has_draft, draft_top_k, draft_margin)
+        # row b keeps its tokens up to the first that is not the drafted one, ends with </s> or meets the limit
+        written_after = generated[:, None] + torch.arange(1, width + 2, device=device)  # tokens once position i is
+        stops = ~accepted | torch.isin(token, eos) | (written_after >= limit)
+        first_stop = stops.int().argmax(1)
+        counts = (first_stop + 1).masked_fill(finished, 0)
+        written = token.masked_fill(torch.arange(width + 1, device=device)[None, :] >= counts[:, None], pad)
+        last_token = token.gather(1, first_stop[:, None]).squeeze(1)
+        ends = torch.isin(last_token, eos) | (generated + counts >= limit)
+        replaced = ~finished & ~ends & ~accepted.gather(1, first_stop[:, None]).squeeze(1)
+        finished |= ends & (counts > 0)
         rounds += counts > 0
-        new = torch.stack(written, dim=1)  # [batch, n]: row b's first counts[b] are its own
+        new = written[:, :int(counts.max())]  # [batch, n]: row b's first counts[b] are its own
         cache.keep(counts)
         history = _append_right_aligned(history, new, counts, pad)
         generated += counts
-        last = (counts - 1).clamp_min(0)[:, None]
-        replaced = (counts > 0) & ~finished & ~torch.stack(kept_draft, dim=1).gather(1, last).squeeze(1)
-        cursor = _realign(cursor + counts, drafts, draft_lengths, new.gather(1, last).squeeze(1), replaced)
+        cursor = torch.where(lost, cursor, cursor + counts)
+        # Where the output left the draft (a token replaced, or tokens of the source written), find its place again
+        cursor, lost = _realign(cursor, drafts, draft_lengths, history, (replaced | lost) & ~finished, lost)
         if streamer is not None:
             streamer.put(new[0, :int(counts[0])].cpu())
     if streamer is not None:
@@ -300,15 +315,54 @@ def _append_right_aligned(history: torch.Tensor, new: torch.Tensor, counts: torc
     return grown.gather(1, index)[:, new.shape[1] - int(counts.max()):]
 
 
-def _realign(cursor: torch.Tensor, drafts: torch.Tensor, draft_lengths: torch.Tensor, last: torch.Tensor,
-             replaced: torch.Tensor) -> torch.Tensor:
-    """Where each row's draft goes on after a round. A row whose last token replaced a drafted one goes on after
-    it (a substitution), unless that token stands in the draft one or two places on (the draft had a token too many)
-    or back (a token too few): the nearest such place, so the rest of a draft that was off by a token is used."""
-    realigned, found = cursor.clone(), torch.zeros_like(replaced)
-    for offset in (1, -1, 2, -2):
-        place = cursor + offset
-        fits = replaced & ~found & (place >= 1) & (place <= draft_lengths)
-        fits &= drafts.gather(1, (place - 1).clamp(0, drafts.shape[1] - 1)[:, None]).squeeze(1) == last
-        realigned, found = torch.where(fits, place, realigned), found | fits
-    return realigned
+#: Source tokens verified a round, at most, when a row's output has left its draft and copies from the source.
+LOOKUP_WINDOW = 8
+#: How far before and after where it stood a row's draft is searched for its last tokens (nearest first).
+REALIGN_OFFSETS = sorted(range(-4, 17), key=abs)
+
+
+def _at(tokens: torch.Tensor, positions: torch.Tensor, fill: int = -1) -> torch.Tensor:
+    """tokens[b, positions[b, ...]], `fill` where a position is outside the row."""
+    inside = (positions >= 0) & (positions < tokens.shape[1])
+    return tokens.gather(1, positions.clamp(0, tokens.shape[1] - 1)).masked_fill(~inside, fill)
+
+
+def _realign(cursor: torch.Tensor, drafts: torch.Tensor, draft_lengths: torch.Tensor, history: torch.Tensor,
+             search: torch.Tensor, lost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cursor, lost) after a round. A row in `search` (its last token replaced a drafted one, or it left its draft
+    earlier) goes on after the nearest place in its draft that holds its last two tokens, else its last token; a
+    row found nowhere is `lost` (it copies from the source meanwhile). A draft off by a few tokens (a name drafted a
+    piece short) is so used to its end."""
+    offsets = torch.tensor(REALIGN_OFFSETS, device=cursor.device)
+    places = cursor[:, None] + offsets[None, :]  # [batch, offsets], nearest first
+    valid = (places >= 1) & (places <= draft_lengths[:, None])
+    last_fits = valid & (_at(drafts, places - 1) == history[:, -1:])
+    both_fit = last_fits & (_at(drafts, places - 2) == history[:, -2:-1] if history.shape[1] > 1 else last_fits)
+    fits = torch.where(both_fit.any(1, keepdim=True), both_fit, last_fits)
+    found = search & fits.any(1)
+    chosen = places.gather(1, fits.int().argmax(1, keepdim=True)).squeeze(1)
+    return torch.where(found, chosen, cursor), (lost | search) & ~found
+
+
+def _continuations(drafts: torch.Tensor, draft_lengths: torch.Tensor, cursor: torch.Tensor, lost: torch.Tensor,
+                   history: torch.Tensor, source, pad: int, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """([batch, n] candidate tokens, [batch] how many are real): each row's draft from its cursor; for a lost row,
+    the source tokens after the first place that holds its last two tokens (else its last token), as prompt-lookup
+    decoding does: a copy head writing a name the draft got wrong goes on copying it."""
+    width = max(int((draft_lengths - cursor).clamp_min(0).max()), window)
+    positions = cursor[:, None] + torch.arange(width, device=cursor.device)
+    candidates = _at(drafts, positions, pad)
+    available = (draft_lengths - cursor).clamp_min(0)
+    if not bool(lost.any()):
+        return candidates, available
+    ids, real = source.ids, source.mask
+    last_fits = real & (ids == history[:, -1:])
+    before = torch.cat((torch.full_like(ids[:, :1], -1), ids[:, :-1]), dim=1)
+    both_fit = last_fits & (before == history[:, -2:-1]) if history.shape[1] > 1 else last_fits
+    fits = torch.where(both_fit.any(1, keepdim=True), both_fit, last_fits)
+    start = fits.int().argmax(1) + 1  # the first place that fits, then what follows it
+    copied = _at(ids, start[:, None] + torch.arange(width, device=ids.device), pad)
+    copied_count = (real.sum(1) - start).clamp(0, window)
+    use_source = lost & fits.any(1)
+    candidates = torch.where(use_source[:, None], copied, candidates)
+    return candidates, torch.where(use_source, copied_count, available)

@@ -326,8 +326,8 @@ def build_loader(accelerator, train_data, tokenizer, train_args: TrainArguments)
 def default_decodings(model) -> str:
     mode = model.config.decoder_mode
     if getattr(model.config, "nat_training", None) == "ctc":  # one pass: CTC has no refinement
-        return {"ar": "greedy", "nat": "nat1", "hybrid": "greedy,nat1"}[mode]
-    return {"ar": "greedy", "nat": "nat4,nat1", "hybrid": "greedy,nat4"}[mode]
+        return {"ar": "greedy", "nat": "nat1", "hybrid": "greedy,nat1,drafted"}[mode]
+    return {"ar": "greedy", "nat": "nat4,nat1", "hybrid": "greedy,nat4,drafted"}[mode]
 
 
 def one_line(err: BaseException) -> str:
