@@ -29,7 +29,7 @@ EXPECTED_FILES = {
     ".gitattributes", "README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
     "tokenizer_config.json", "configuration_copynat.py", "modeling_copynat.py", "generation_copynat.py",
     "copy_generator.py", "utf8_validity.py", "output_head.py", "parallel_decoder.py", "monotonic_alignment.py",
-    "encoder_heads.py", "copy_completion.py",
+    "encoder_heads.py", "copy_completion.py", "pipeline_copynat.py", "copy_spans.py",
     "results.json", "metrics.jsonl", "training_args.json", "test_predictions.greedy.txt",
 }
 #: Decodings compared between the local model and the models loaded from the Hub (AT and NAT).

@@ -69,6 +69,15 @@ def _is_copynat(model) -> bool:
     return getattr(model.config, "model_type", None) == "copynat"
 
 
+def _harmless(name: str, value: Any) -> bool:
+    """Whether an autoregressive search or sampling argument leaves decoding as greedy as it is."""
+    if value is None:
+        return True
+    if name in ("num_beams", "num_return_sequences"):
+        return value == 1 and not isinstance(value, bool)
+    return name == "do_sample" and value is False
+
+
 def resolve_decoding(decoding: str | None, arguments: dict[str, Any], is_copynat: bool = True) -> dict[str, Any]:
     """generate() arguments for `decoding` (a `DECODINGS` name or None: the model's generation config) and the
     caller's own `arguments`. Raises ValueError naming the argument that contradicts the decoding."""
@@ -88,7 +97,7 @@ def resolve_decoding(decoding: str | None, arguments: dict[str, Any], is_copynat
 
     if parallel:
         for name in _AR_ONLY:
-            if name in arguments and arguments[name] not in (None, False, 1):
+            if name in arguments and not _harmless(name, arguments[name]):
                 raise contradiction(name, "parallel decoding is deterministic, one output per input (use "
                                           "length_beam to search over lengths)")
         if decoding == "parallel" and arguments.get("nat_iterations", 1) != 1:
@@ -105,7 +114,7 @@ def resolve_decoding(decoding: str | None, arguments: dict[str, Any], is_copynat
             raise contradiction("non_autoregressive", "this decoding is autoregressive")
         if decoding in ("greedy", "drafted"):
             for name in ("num_beams", "do_sample"):
-                if arguments.get(name) not in (None, False, 1):
+                if not _harmless(name, arguments.get(name)):
                     raise contradiction(name, "greedy decoding keeps one hypothesis and does not sample")
         if decoding == "beam":
             if arguments.get("num_beams", 2) < 2:
@@ -168,8 +177,8 @@ class CopyNatPipeline(Pipeline):
                              return_text: bool | None = None, truncation: bool | None = None,
                              clean_up_tokenization_spaces: bool | None = None, generate_kwargs: dict | None = None,
                              **generation_arguments):
-        unknown = sorted(set(generation_arguments) - _GENERATE_ARGUMENTS)
         reserved = sorted(set(generation_arguments) & _RESERVED | set(generate_kwargs or {}) & _RESERVED)
+        unknown = sorted(set(generation_arguments) - _GENERATE_ARGUMENTS - _RESERVED)
         if unknown:
             raise ValueError(f"CopyNatPipeline does not take {', '.join(unknown)}: it takes decoding, "
                              "return_copy_spans, return_copy_info, copy_threshold, return_tensors, return_text, "
@@ -296,6 +305,8 @@ class CopyNatPipeline(Pipeline):
             "source_tokens": [source_text[start:end] if token not in special and (start, end) != following else ""
                               for token, (start, end), following in
                               zip(source_ids, source_offsets, [*source_offsets[1:], None])],
+            "output_ids": output_ids,
+            "source_ids": source_ids,
             "output_offsets": [list(offset) for offset in output_offsets],
             "source_offsets": [list(offset) for offset in source_offsets],
             "p_gen": [round(value, 4) for value in p_gen.float().tolist()],
