@@ -57,7 +57,8 @@ def available_decodings(generator) -> tuple[dict[str, dict], dict[str, str]]:
         try:
             generator("ok", max_new_tokens=2, **keywords)
         except (ValueError, TypeError) as err:
-            unusable[heading] = " ".join(str(err).split())
+            why = " ".join(str(err).split())
+            unusable[heading] = why if len(why) <= 200 else why[:200] + "..."
         else:
             usable[heading] = keywords
     return usable, unusable
@@ -134,18 +135,21 @@ def build_demo(generator, title: str = "copynat"):
             source = gr.Textbox(label="your sentence", value=EXAMPLES[0], scale=4, elem_id="cn-input")
             button = gr.Button("Generate", variant="primary", scale=1, elem_id="cn-generate")
         gr.Examples(EXAMPLES, inputs=source)
-        source_view = gr.HighlightedText(label="copied from (greedy)", color_map=COLORS, elem_id="cn-source")
+        source_view = gr.HighlightedText(label="copied from (greedy)", color_map=COLORS, show_inline_category=False,
+                                         elem_id="cn-source")
         outputs = []
         with gr.Row():
             for heading in decodings:
                 with gr.Column():
-                    outputs.append(gr.HighlightedText(label=heading, color_map=COLORS, show_legend=False))
+                    outputs.append(gr.HighlightedText(label=heading, color_map=COLORS, show_inline_category=False))
                     outputs.append(gr.Markdown(elem_classes=["cn-latency"]))
         if unusable:
             gr.Markdown("Not available for this model: " + "; ".join(
                 f"**{heading}** ({html.escape(why)})" for heading, why in unusable.items()))
-        picture = gr.HTML(label="copy attention (greedy)")
-        raw = gr.JSON(label="all results")
+        gr.Markdown("### Copy attention of the greedy reply")
+        picture = gr.HTML()
+        with gr.Accordion("all results (JSON)", open=False):
+            raw = gr.JSON(label="all results")
 
         def generate(text: str):
             if not text.strip():

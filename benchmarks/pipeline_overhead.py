@@ -1,0 +1,111 @@
+"""What `pipeline()` costs on top of calling generate() directly (issue 31; aim: at most 5 % more time).
+
+The direct way is what an application writes without the pipeline: tokenize the batch, `model.generate()`, decode.
+The pipeline call (`CopyNatPipeline`) does the same work through transformers' Pipeline machinery (per-input
+preprocessing, a DataLoader that pads the batch, per-input postprocessing). Both run the model's default decoding
+(its generation config: greedy) on echo test sentences, at batch 1 and batch 32, timed interleaved (one call of each
+per round, order alternating) on the same sentences; the ratio is the median over rounds of pipeline / direct.
+
+    python benchmarks/pipeline_overhead.py --model copynat-output   # the folder copynat-train wrote
+
+Writes benchmarks/results/pipeline_overhead/<date>-<commit>.json (with commit, date, machine and command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import CONTENTION, environment, load_note, paired_ratio, setup, summarize, time_interleaved  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "pipeline_overhead"
+AIM = 1.05
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).resolve().parent).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="A copynat model folder (e.g. copynat-train's output_dir).")
+    parser.add_argument("--batch_sizes", default="1,32")
+    parser.add_argument("--repeats", type=int, default=30, help="Timed rounds per batch size.")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    setup(threads=args.threads)
+
+    import copynat  # noqa: F401  (registers the pipeline task)
+    from transformers import pipeline
+
+    from copynat.data import make_echo_examples
+
+    generator = pipeline("text2text-generation", model=args.model)
+    model, tokenizer = generator.model, generator.tokenizer
+    sentences = [example["source"] for example in make_echo_examples(256, "test")]
+
+    def direct(batch: list[str]) -> list[str]:
+        encoded = tokenizer(batch, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            ids = model.generate(**encoded)
+        return tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+    def piped(batch: list[str]) -> list[str]:
+        results = generator(batch, batch_size=len(batch))
+        return [result["generated_text"] for result in results]
+
+    rows = {}
+    for size in (int(s) for s in args.batch_sizes.split(",")):
+        batches = [sentences[i:i + size] for i in range(0, len(sentences) - size + 1, size)]
+        for batch in batches[:4]:
+            assert piped(batch) == direct(batch), "the pipeline must say what generate() says"
+        state = {"round": 0}
+
+        def case(fn):
+            def run():  # the same batch for both cases of a round: the next round moves on
+                fn(batches[state["round"] // 2 % len(batches)])
+                state["round"] += 1
+            return run
+
+        times = time_interleaved({"direct": case(direct), "pipeline": case(piped)}, repeats=args.repeats)
+        ratio = paired_ratio(times["pipeline"], times["direct"])
+        rows[size] = {"ratio": ratio, "direct_s": summarize(times["direct"]), "pipeline_s": summarize(times["pipeline"])}
+        print(f"batch {size:>3}: direct {1000 * rows[size]['direct_s']['median']:8.2f} ms, pipeline "
+              f"{1000 * rows[size]['pipeline_s']['median']:8.2f} ms, pipeline / direct = {ratio:.3f} "
+              f"({'met' if ratio <= AIM else 'MISSED'}: aim <= {AIM})")
+
+    env = environment()
+    note = load_note(env)
+    print(note)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    payload = {
+        "benchmark": "pipeline_overhead", "commit": commit(), "date": now.isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), **env}, "command": " ".join(["python", *sys.argv]),
+        "model": str(args.model), "decoding": "the model's generation config (greedy)", "aim": f"ratio <= {AIM}",
+        "results": {str(size): row for size, row in rows.items()}, "load": note,
+        "foreign_busy_cores": CONTENTION.foreign_cores,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{now:%Y-%m-%d-%H%M}-{payload['commit']}.json"
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    print(f"saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
