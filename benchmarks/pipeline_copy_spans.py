@@ -66,6 +66,7 @@ def main() -> int:
     from copynat.data.echo import _copied
 
     torch.set_num_threads(2)
+    code = commit()  # the code measured (before any result file is written)
     generator = pipeline("text2text-generation", model=args.model)
     examples = make_echo_ood_examples(args.num_examples)
     start = time.perf_counter()
@@ -90,7 +91,7 @@ def main() -> int:
           f"({'met' if rates['all'] >= AIM else 'MISSED'}: aim >= {AIM} %); lowest category "
           f"{min((v, k) for k, v in rates.items() if k != 'all')}; {seconds:.1f} s")
     now = datetime.datetime.now(datetime.timezone.utc)
-    payload = {"benchmark": "pipeline_copy_spans", "commit": commit(), "date": now.isoformat(timespec="seconds"),
+    payload = {"benchmark": "pipeline_copy_spans", "commit": code, "date": now.isoformat(timespec="seconds"),
                "machine": platform.platform(), "command": " ".join(["python", *sys.argv]), "model": args.model,
                "split": f"echo test_ood, {args.num_examples} examples", "copy_threshold": args.copy_threshold,
                "rate_percent": rates, "counts": counts, "seconds": round(seconds, 1), "misses": misses}

@@ -49,6 +49,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     setup(threads=args.threads)
+    code = commit()  # the code measured (before any result file is written)
 
     import copynat  # noqa: F401  (registers the pipeline task)
     from transformers import pipeline
@@ -94,7 +95,7 @@ def main() -> int:
     print(note)
     now = datetime.datetime.now(datetime.timezone.utc)
     payload = {
-        "benchmark": "pipeline_overhead", "commit": commit(), "date": now.isoformat(timespec="seconds"),
+        "benchmark": "pipeline_overhead", "commit": code, "date": now.isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), **env}, "command": " ".join(["python", *sys.argv]),
         "model": str(args.model), "decoding": "the model's generation config (greedy)", "aim": f"ratio <= {AIM}",
         "results": {str(size): row for size, row in rows.items()}, "load": note,
