@@ -17,6 +17,7 @@ import argparse
 import datetime
 import json
 import platform
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -86,9 +87,22 @@ def main() -> int:
         times = time_interleaved({"direct": case(direct), "pipeline": case(piped)}, repeats=args.repeats)
         ratio = paired_ratio(times["pipeline"], times["direct"])
         rows[size] = {"ratio": ratio, "direct_s": summarize(times["direct"]), "pipeline_s": summarize(times["pipeline"])}
+        # The same two calls with generate() replaced by its answer: what each adds around the model, free of the
+        # model's load-dependent time (a shared machine moves the first ratio by a few percent either way).
+        answer = model.generate(**tokenizer(batches[0], return_tensors="pt", padding=True))
+        real_generate, model.generate = model.generate, lambda **kwargs: answer
+        try:
+            stubbed = time_interleaved({"direct": lambda: direct(batches[0]), "pipeline": lambda: piped(batches[0])},
+                                       repeats=args.repeats)
+        finally:
+            model.generate = real_generate
+        extra = statistics.median(stubbed["pipeline"]) - statistics.median(stubbed["direct"])
+        rows[size]["pipeline_minus_direct_without_generate_s"] = extra
+        rows[size]["machinery_ratio"] = 1 + extra / rows[size]["direct_s"]["median"]
         print(f"batch {size:>3}: direct {1000 * rows[size]['direct_s']['median']:8.2f} ms, pipeline "
               f"{1000 * rows[size]['pipeline_s']['median']:8.2f} ms, pipeline / direct = {ratio:.3f} "
-              f"({'met' if ratio <= AIM else 'MISSED'}: aim <= {AIM})")
+              f"({'met' if ratio <= AIM else 'MISSED'}: aim <= {AIM}); around generate() the pipeline adds "
+              f"{1000 * extra:+.3f} ms a call ({rows[size]['machinery_ratio']:.4f} x)")
 
     env = environment()
     note = load_note(env)
