@@ -3,11 +3,12 @@ tests (`tiny_echo_folder`, registered in conftest.py). Seconds to train; it copi
 the tests need: they check what the pipeline, the streamer and the app do with a model's outputs."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 
-def train_tiny_echo(root) -> "Path":  # noqa: F821
+def train_tiny_echo(root: Path) -> Path:
     """Train the model into `root / "echo-tiny"` and return that folder."""
     from copynat.data import make_echo_examples
     from copynat.training.arguments import ModelArguments, TrainArguments
