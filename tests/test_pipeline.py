@@ -179,6 +179,24 @@ def test_models_without_copy_head_or_parallel_decoder_say_so(generator):
         plain(SOURCES[0], decoding="parallel")
 
 
+def test_other_seq2seq_models_get_the_standard_decodings(generator):
+    """The reclaimed task serves any transformers seq2seq model (as transformers 4's did) for what it can do."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    bart = BartForConditionalGeneration(BartConfig(
+        vocab_size=generator.tokenizer.vocab_size, d_model=16, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=16, decoder_ffn_dim=16,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)).eval()
+    other = pipeline("text2text-generation", model=bart, tokenizer=generator.tokenizer)
+    assert isinstance(other, CopyNatPipeline)
+    out = other(SOURCES[:2], batch_size=2, decoding="beam", num_beams=2, max_new_tokens=4)
+    assert [r["generated_text"] for r in out] == direct_generate(other, SOURCES[:2], num_beams=2, max_new_tokens=4)
+    with pytest.raises(ValueError, match="needs a copynat model"):
+        other(SOURCES[0], decoding="mask_predict")
+    with pytest.raises(ValueError, match="not a copynat model"):
+        other(SOURCES[0], return_copy_spans=True)
+
+
 # --- saved folders: remote code without copynat, the task name with it --------------------------------------------
 
 FRESH_PYTHON = textwrap.dedent(r"""
