@@ -1,6 +1,14 @@
-"""Shared helpers of the model speed benchmarks (`speed.py`, `nat_speed.py`).
+"""Shared helpers of the benchmarks: where results go and what they record, where the data comes from, and timing.
 
-Every speed aim is a ratio against a baseline measured in the same run, because this machine is shared and noisy.
+Results: `write_result(benchmark, name, payload, markdown)` writes `benchmarks/results/<benchmark>/<stem>.json` (and
+`.md` beside it), where the stem is the run's name, date and commit, so a rerun adds a file and never replaces the
+evidence of another variant; every file records the commit (and whether the tree had uncommitted changes), the date,
+the machine and the command line that produced it.
+
+Data: `add_multi30k_flags(parser)` and `multi30k_dir(args)` give a benchmark Multi30k as parallel text files, from the
+`datasets` Hub (`bentrevett/multi30k`, the default) or from a local copy (`--data_dir`).
+
+Timing: every speed aim is a ratio against a baseline measured in the same run, because this machine is shared and noisy.
 To keep the ratios fair under changing load, the cases of one comparison are timed *interleaved*: one repeat of
 every case per round, in alternating order, so that a burst of load hits all of them alike. We report the median.
 """
@@ -12,15 +20,20 @@ import json
 import os
 import platform
 import random
+import re
 import resource
+import shlex
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPOSITORY = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPOSITORY / "benchmarks" / "results"
 
 # The model size of issues 2, 4 and 5 (copynat's defaults, spelled out so the benchmark does not drift with them).
 MODEL_SIZE = dict(vocab_size=8000, d_model=256, encoder_layers=3, decoder_layers=3, encoder_attention_heads=4,
@@ -185,14 +198,6 @@ def load_note(env: dict[str, Any]) -> str:
     return line + ("" if line.endswith(".") else ".")
 
 
-def write_results(name: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path]:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = RESULTS_DIR / f"{name}.json", RESULTS_DIR / f"{name}.md"
-    json_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    md_path.write_text(markdown + "\n")
-    return json_path, md_path
-
-
 def profile_table(fn: Callable[[], Any], steps: int = 3, row_limit: int = 20, sort_by: str = "self_cpu_time_total") -> str:
     """torch.profiler over `steps` calls of fn (after one untimed call), sorted by self CPU time."""
     from torch.profiler import ProfilerActivity, profile
@@ -206,3 +211,133 @@ def profile_table(fn: Callable[[], Any], steps: int = 3, row_limit: int = 20, so
 
 def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1e3:.1f} ms"
+
+
+# --------------------------------------------------------------------------------------- what a result records
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=REPOSITORY, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """The machine a result was measured on: what a reader needs to compare it with their own."""
+    import transformers
+
+    return {"cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that reran this benchmark, from the repository root: `python benchmarks/x.py --flag ...`."""
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script_name = str(script.relative_to(REPOSITORY))
+    except ValueError:
+        script_name = sys.argv[0]
+    return shlex.join(["python", script_name, *(sys.argv[1:] if argv is None else argv)])
+
+
+def run_record(argv: list[str] | None = None) -> dict[str, Any]:
+    """Commit (`git rev-parse HEAD`; `dirty` when the tree differs from it), date, machine and command line."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": _git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), "command": command_line(argv)}
+
+
+def result_stem(name: str, record: dict[str, Any]) -> str:
+    """`<name>_<YYYY-MM-DD>_<commit[:8]>` (plus `-dirty`): one variant's run on one commit and day."""
+    commit = (record.get("commit") or "nocommit")[:8] + ("-dirty" if record.get("dirty") else "")
+    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', name).strip('-')}_{record['date'][:10]}_{commit}"
+
+
+def write_result(benchmark: str, name: str, payload: dict[str, Any], markdown: str | None = None,
+                 attachments: dict[str, str] | None = None, argv: list[str] | None = None) -> Path:
+    """Write `payload` (with a `run` record added) to `benchmarks/results/<benchmark>/<stem>.json` and `markdown`, if
+    given, to `<stem>.md` beside it (its last line names the commit and command); `attachments` maps a suffix such as
+    "_profile.txt" to the text of a further file of the run, `<stem><suffix>`. Returns the json path. An existing
+    file is never replaced: a second run of the same name, day and commit gets `_2`, `_3`, ... appended."""
+    record = run_record(argv)
+    folder = RESULTS_DIR / benchmark
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = result_stem(name, record)
+    candidate, counter = stem, 1
+    while (folder / f"{candidate}.json").exists() or (folder / f"{candidate}.md").exists():
+        counter += 1
+        candidate = f"{stem}_{counter}"
+    json_path = folder / f"{candidate}.json"
+    for suffix, text in (attachments or {}).items():
+        (folder / f"{candidate}{suffix}").write_text(text, encoding="utf-8")
+        record.setdefault("files", []).append(f"{candidate}{suffix}")
+    json_path.write_text(json.dumps({**payload, "run": record}, indent=2, default=str, ensure_ascii=False) + "\n",
+                         encoding="utf-8")
+    if markdown is not None:
+        dirty = " (with uncommitted changes)" if record["dirty"] else ""
+        footer = (f"\n\nCommit {record['commit']}{dirty}, {record['date']}, {record['machine']['cpu_count']} cores "
+                  f"({record['machine']['cpu_model']}), torch {record['machine']['torch']}, transformers "
+                  f"{record['machine']['transformers']}. Command: `{record['command']}`\n")
+        json_path.with_suffix(".md").write_text(markdown.rstrip("\n") + footer, encoding="utf-8")
+    return json_path
+
+
+# --------------------------------------------------------------------------------------- data
+
+MULTI30K_DATASET = "bentrevett/multi30k"
+#: Hub split -> file stem of the parallel-text layout (the Hub's test split is test_2016_flickr).
+MULTI30K_FILES = {"train": "train", "validation": "val", "test": "test_2016_flickr"}
+MULTI30K_LANGUAGES = ("en", "de")
+DATA_CACHE = Path(os.environ.get("COPYNAT_DATA_CACHE", Path.home() / ".cache" / "copynat" / "datasets"))
+
+
+def add_multi30k_flags(parser) -> None:
+    """--dataset (a `datasets` Hub name, the default a user would use) and --data_dir (a local copy instead)."""
+    parser.add_argument("--dataset", default=MULTI30K_DATASET,
+                        help="Multi30k from the `datasets` Hub: a dataset with 'en' and 'de' columns and train / "
+                             "validation / test splits (test = test_2016_flickr); downloaded once and written as "
+                             f"parallel text under {DATA_CACHE} (COPYNAT_DATA_CACHE)")
+    parser.add_argument("--data_dir", type=Path, default=None,
+                        help="a local copy instead of --dataset: train.{en,de}, val.{en,de}, test_2016_flickr.{en,de}")
+
+
+def _has_multi30k_files(folder: Path) -> bool:
+    return all((folder / f"{stem}.{lang}").is_file() for stem in MULTI30K_FILES.values() for lang in MULTI30K_LANGUAGES)
+
+
+def multi30k_dir(args) -> Path:
+    """A folder of Multi30k parallel text (train / val / test_2016_flickr, .en and .de): `args.data_dir` if given,
+    else `args.dataset` loaded with `datasets` and written once under DATA_CACHE."""
+    if args.data_dir is not None:
+        if not _has_multi30k_files(args.data_dir):
+            raise SystemExit(f"--data_dir {args.data_dir}: expected train, val and test_2016_flickr .en/.de files")
+        return args.data_dir
+    folder = DATA_CACHE / args.dataset.replace("/", "__")
+    if _has_multi30k_files(folder):
+        return folder
+    import datasets
+
+    hub = datasets.load_dataset(args.dataset)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, stem in MULTI30K_FILES.items():
+        for lang in MULTI30K_LANGUAGES:
+            lines = [" ".join(text.split()) for text in hub[split][lang]]  # one sentence a line, whatever it held
+            partial = folder / f"{stem}.{lang}.partial"
+            partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            partial.replace(folder / f"{stem}.{lang}")
+    return folder

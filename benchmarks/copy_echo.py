@@ -25,22 +25,24 @@ broken UTF-8, all greedy; the default model also with beam 4 and without whole-w
     python benchmarks/copy_echo.py --quick                # smoke run (60 updates)
 
 Aims (issue "copy anything"): the default model copies >= 95 % of the entities of each split, every
-out-of-distribution category >= 90 %. Writes benchmarks/results/copy_echo.json and .md.
+out-of-distribution category >= 90 %. Writes benchmarks/results/copy_echo/<variants>_<date>_<commit>.json and .md
+(the name: the variants run, joined by '+', or --name).
 """
 
 import argparse
-import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from copynat.data import copy_rates_by_category, exact_match, make_echo_dataset, repeats_beyond_source
-from copynat.training.cli import parse_train_args
-from copynat.training.loop import train
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common  # noqa: E402
+from copynat.data import copy_rates_by_category, exact_match, make_echo_dataset, repeats_beyond_source  # noqa: E402
+from copynat.training.cli import parse_train_args  # noqa: E402
+from copynat.training.loop import train  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
 ADDITIONS_OFF = ["--copy_location", "false", "--copy_previous_token_keys", "false", "--copy_respace", "false"]
 VARIANTS = {
     "default": [],
@@ -159,8 +161,8 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
     parser.add_argument("--steps", type=int, default=None, help="updates per run (default: copynat-train's)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 60 updates, small test splits")
-    parser.add_argument("--output", default=None,
-                        help="results file stem under benchmarks/results (default copy_echo, copy_echo_quick)")
+    parser.add_argument("--name", default=None,
+                        help="name of the result files (default: the variants joined by '+'; quick runs: quick)")
     args = parser.parse_args()
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in names if v not in VARIANTS]
@@ -172,10 +174,8 @@ def main() -> None:
         rows = [run_variant(name, VARIANTS[name], Path(tmp), steps, data) for name in names]
     text = report(rows, args.quick)
     print(text)
-    RESULTS.mkdir(exist_ok=True)
-    stem = args.output or "copy_echo" + ("_quick" if args.quick else "")
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"runs": rows}, indent=2, ensure_ascii=False) + "\n")
-    (RESULTS / f"{stem}.md").write_text(text + "\n")
+    name = args.name or ("quick" if args.quick else "+".join(names))
+    print(f"results: {common.write_result('copy_echo', name, {'runs': rows, 'steps': steps}, text)}")
 
 
 if __name__ == "__main__":

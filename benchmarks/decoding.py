@@ -6,27 +6,28 @@ large speed-up. This script measures all of them on the same sentences with `mod
 
     python benchmarks/decoding.py --model copynat-output                        # echo test split (unseen names)
     python benchmarks/decoding.py --model runs/multi30k/hybrid-nat --data multi30k --num_examples 500
+    python benchmarks/decoding.py --model runs/multi30k/hybrid-nat --data multi30k --data_dir path/to/multi30k
 
 Decodings: greedy (beam 1 is greedy search in generate()), beam 4/8, top-k sampling (k=10), nucleus sampling (p=0.9), each sampled strategy seeded;
 NAT one pass and mask-predict 4 when the model has a length predictor. distinct-n is the number of distinct
 n-grams over all outputs divided by the number of n-grams (Li et al. 2016): higher = more varied wording.
-Writes benchmarks/results/decoding_<data>.json and .md.
+Multi30k (test_2016_flickr) comes from the `datasets` Hub (--dataset, default bentrevett/multi30k) or a local copy
+(--data_dir). Writes benchmarks/results/decoding/<data>_<model folder>_<date>_<commit>.json and .md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-import copynat  # noqa: F401  (registers the Auto classes)
-from copynat.training.metrics import compute_generation_metrics
-
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common  # noqa: E402
+import copynat  # noqa: E402, F401  (registers the Auto classes)
+from copynat.training.metrics import compute_generation_metrics  # noqa: E402
 STRATEGIES = {
     "greedy (= beam 1)": {"num_beams": 1, "do_sample": False},
     "beam 4": {"num_beams": 4, "do_sample": False},
@@ -38,13 +39,14 @@ STRATEGIES = {
 }
 
 
-def load_pairs(data: str, num_examples: int, shared: Path) -> tuple[list[str], list[str]]:
-    if data == "echo":
+def load_pairs(args) -> tuple[list[str], list[str]]:
+    num_examples = args.num_examples
+    if args.data == "echo":
         from copynat.data import make_echo_dataset
 
         test = make_echo_dataset()["test"]
         return list(test["source"][:num_examples]), list(test["target"][:num_examples])
-    folder = shared / "multi30k"
+    folder = common.multi30k_dir(args)
     sources = (folder / "test_2016_flickr.en").read_text(encoding="utf-8").splitlines()[:num_examples]
     targets = (folder / "test_2016_flickr.de").read_text(encoding="utf-8").splitlines()[:num_examples]
     return sources, targets
@@ -71,7 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a trained copynat folder")
     parser.add_argument("--data", choices=("echo", "multi30k"), default="echo")
-    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    common.add_multi30k_flags(parser)
     parser.add_argument("--num_examples", type=int, default=500)
     parser.add_argument("--batch_size", type=int, default=50)
     parser.add_argument("--max_new_tokens", type=int, default=64)
@@ -82,7 +84,7 @@ def main() -> None:
 
     model = AutoModelForSeq2SeqLM.from_pretrained(args.model).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    sources, references = load_pairs(args.data, args.num_examples, args.shared)
+    sources, references = load_pairs(args)
     has_nat = bool(getattr(model.config, "uses_nat", False))
     ctc = has_nat and model.config.nat_training == "ctc"
     rows = []
@@ -116,9 +118,9 @@ def main() -> None:
     lines += [f"- {r['decoding']}: {r['example']!r}" for r in rows if "example" in r]
     report = "\n".join(lines)
     print(report)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"decoding_{args.data}.json").write_text(json.dumps({"model": args.model, "rows": rows}, indent=2))
-    (RESULTS / f"decoding_{args.data}.md").write_text(report + "\n")
+    path = common.write_result("decoding", f"{args.data}_{Path(args.model).name}",
+                               {"model": args.model, "data": args.data, "rows": rows}, report)
+    print(f"results: {path}")
 
 
 if __name__ == "__main__":

@@ -10,22 +10,24 @@ predictions during training, with a probability that grows along a schedule, to 
 
 Both runs: `copynat-train` defaults on the embedded echo task (tiny preset, seed 0), differing only in
 --scheduled_sampling. Token accuracy on the unseen-entity test split: position by position against the reference,
-over the reference's tokens. Writes benchmarks/results/exposure_bias.json and .md.
+over the reference's tokens. Writes benchmarks/results/exposure_bias/<name>_<date>_<commit>.json and .md, the name
+from the settings (`steps400_linear_p0.75_seed0`) unless --name gives one.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-from copynat.training.cli import parse_train_args
-from copynat.training.loop import train
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common  # noqa: E402
+from copynat.training.cli import parse_train_args  # noqa: E402
+from copynat.training.loop import train  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def in_order_matches(generated: list[int], reference: list[int]) -> int:
@@ -76,10 +78,10 @@ def token_accuracies(folder: Path, sources: list[str], targets: list[str],
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=800)
-    parser.add_argument("--output", default="exposure_bias", help="stem of the result files in benchmarks/results")
     parser.add_argument("--seed", type=int, default=0, help="training seed of both runs (the data stays the same)")
     parser.add_argument("--schedule", default="linear", choices=["linear", "exponential", "inverse_sigmoid"])
     parser.add_argument("--min_prob", type=float, default=0.5, help="lowest teacher-forcing probability")
+    parser.add_argument("--name", default=None, help="name of the result files (default: from the settings)")
     args = parser.parse_args()
     from copynat.data import make_echo_dataset
 
@@ -113,11 +115,11 @@ def main() -> None:
               "reference tokens the output reproduces in order (longest common subsequence)."]
     report = "\n".join(lines)
     print(report)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.output}.json").write_text(json.dumps({"rows": rows, "schedule": args.schedule,
-                                                             "min_prob": args.min_prob, "steps": args.steps,
-                                                             "seed": args.seed}, indent=2))
-    (RESULTS / f"{args.output}.md").write_text(report + "\n")
+    name = args.name or f"steps{args.steps}_{args.schedule}_p{args.min_prob:g}_seed{args.seed}"
+    path = common.write_result("exposure_bias", name, {"rows": rows, "schedule": args.schedule,
+                                                       "min_prob": args.min_prob, "steps": args.steps,
+                                                       "seed": args.seed}, report)
+    print(f"results: {path}")
 
 
 if __name__ == "__main__":

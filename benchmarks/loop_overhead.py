@@ -15,7 +15,8 @@ here as it would there.
     python benchmarks/loop_overhead.py --quick      # smoke run
 
 Aims: copynat-train >= 0.95x the bare loop, with the copy head on and off; the copy head <= 8 % of the step.
-Writes benchmarks/results/loop_overhead.json (top-level "ratio" and "ratio_no_copy") and .md.
+Writes benchmarks/results/loop_overhead/standard_<date>_<commit>.json (top-level "ratio" and "ratio_no_copy") and
+.md.
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict:
                "updates_per_second": rates, "steps": steps, "runs": runs, "threads": args.threads,
                "aims": aims, "environment": common.environment()}
     if not args.quick:
-        common.write_results(NAME, payload, markdown)
+        print(f"results: {common.write_result(NAME, 'standard', payload, markdown)}")
     else:
         print(json.dumps({k: payload[k] for k in ("ratio", "ratio_no_copy", "copy_head_share")}))
     return payload

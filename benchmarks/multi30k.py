@@ -2,7 +2,7 @@
 
     python benchmarks/multi30k.py                               # the issue's setting: 30 + 30 minutes (~90 in all)
     python benchmarks/multi30k.py --budget_minutes 2 --quick    # smoke run
-    python benchmarks/multi30k.py --data /path/to/multi30k      # default: ../shared/data/multi30k beside the repo
+    python benchmarks/multi30k.py --data_dir path/to/multi30k   # a local copy (default: bentrevett/multi30k, Hub)
     python benchmarks/multi30k.py --at_only                     # step (1) only: the 30-minute comparison with Bart
     python benchmarks/multi30k.py --reuse_teacher --student_init scratch --tag _scratch    # an ablation
 
@@ -17,14 +17,16 @@ predictor and mask-predict) or `cmlm`, `--student_init scratch`, `--distill orig
 `--student_mode nat` are the ablations (`--reuse_teacher` takes the teacher and distilled data of an earlier run;
 `--tag` keeps their results apart); (4) score test_2016_flickr with sacreBLEU (13a, cased): AT greedy, AT beam 4,
 NAT one pass (and mask-predict 4 and 10 iterations for a non-CTC student), with decode times, and the aims
-(mask-predict 10 within 3 BLEU of the teacher's greedy, one pass within 6 and >= 2x faster). The data is read in
-place from shared/, never copied into the repo.
+(mask-predict 10 within 3 BLEU of the teacher's greedy, one pass within 6 and >= 2x faster). The data comes from the
+`datasets` Hub (--dataset, default bentrevett/multi30k, written once as parallel text in a cache folder) or from a
+local copy (--data_dir: train.{en,de}, val.{en,de}, test_2016_flickr.{en,de}); nothing is copied into the repo.
 
 (5) translate test sentences with an unseen name inserted ("A man named Krzysztof is riding a bike.") and count
 how often the AT+copy model keeps the name verbatim (`name_keeping`): hand-written real names in Latin and other
 scripts and generated ones, none of them in the training data.
 
-Writes benchmarks/results/multi30k<tag>.json and .md, and the two reference model cards into model_cards/.
+Writes benchmarks/results/multi30k/<name>_<date>_<commit>.json and .md (name: `default`, `at_only` or the --tag,
+with `quick_` before it for a smoke run), and the two reference model cards into model_cards/.
 The Bart peer in the data README: 32.3 (greedy) / 33.9 (beam 4) BLEU after 30 minutes on a slower CPU than today's.
 """
 
@@ -32,14 +34,16 @@ import argparse
 import json
 import random
 import re
+import sys
 import time
 from pathlib import Path
 
-from copynat.training.cli import parse_train_args
-from copynat.training.loop import train
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as benchmark_common  # noqa: E402
+from copynat.training.cli import parse_train_args  # noqa: E402
+from copynat.training.loop import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
 #: The student's decodings, its one pass first: the first one selects its checkpoint (the student is for NAT).
 DECODINGS = "nat1,nat4,nat10,greedy,beam4"
 NAT_DECODINGS = "nat1,nat4,nat10"
@@ -53,7 +57,7 @@ def data_flags(data: Path, train_prefix: str | None = None) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "multi30k")
+    benchmark_common.add_multi30k_flags(parser)
     parser.add_argument("--budget_minutes", type=float, default=30.0, help="training time of the AT+copy model")
     parser.add_argument("--student_budget_minutes", type=float, default=None,
                         help="training time of the hybrid NAT student (default: --budget_minutes)")
@@ -76,7 +80,8 @@ def main() -> None:
     parser.add_argument("--distill", choices=("distilled", "original"), default="distilled",
                         help="the student learns the teacher's outputs (sequence-level distillation) or the "
                              "original training targets")
-    parser.add_argument("--tag", default="", help="suffix of the results files and the student folder (ablations)")
+    parser.add_argument("--tag", default="", help="name of the results files and suffix of the student folder "
+                                                  "(ablations), e.g. _10min_ctc")
     parser.add_argument("--max_tokens", type=int, default=1536,
                         help="tokens per batch (~90 sentences: about the Bart peer's 1,617 updates in 30 minutes)")
     parser.add_argument("--learning_rate", type=float, default=2e-3, help="peak learning rate of the AT+copy model")
@@ -105,8 +110,7 @@ def main() -> None:
     parser.add_argument("--at_only", action="store_true",
                         help="train (or with --reuse_teacher read) the AT+copy model only; writes multi30k_at.*")
     args = parser.parse_args()
-    if not (args.data / "train.en").exists():
-        raise SystemExit(f"multi30k not found at {args.data} (expected train.en/train.de, val.*, test_2016_flickr.*)")
+    args.data = benchmark_common.multi30k_dir(args)  # a folder of parallel text, whichever source it came from
     budget = ["--max_train_minutes", str(args.budget_minutes), "--max_steps", str(args.max_steps or 1_000_000),
               "--learning_rate", str(args.learning_rate), "--warmup_steps", str(args.warmup_steps),
               "--entity_augmentation", str(args.entity_augmentation)]
@@ -171,7 +175,7 @@ def main() -> None:
     lines += table_lines(rows) + ["", *gaps["lines"], "", f"{distilled_line}whole benchmark "
                                   f"{(time.time() - started) / 60:.1f} min. Peer: Bart 32.3 greedy / 33.9 beam 4 after "
                                   "30 min (on the slower machine of the data README)."] + name_lines(names)
-    publish(("multi30k_quick" if args.quick else "multi30k") + args.tag, lines, {
+    publish(args, args.tag.strip("_") or "default", lines, {
         "rows": rows, "budget_minutes": args.budget_minutes, "name_keeping": names, "recipe": recipe,
         "student_init": args.student_init, "nat_training": args.nat_training, "distill": args.distill,
         "student_mode": args.student_mode, "aims": {k: v for k, v in gaps.items() if k != "lines"},
@@ -317,13 +321,15 @@ def table_lines(rows: list[dict]) -> list[str]:
         for r in rows]
 
 
-def publish(stem: str, lines: list[str], payload: dict) -> None:
-    """Print the report and write benchmarks/results/<stem>.md and .json."""
+def publish(args, name: str, lines: list[str], payload: dict) -> None:
+    """Print the report and write it to benchmarks/results/multi30k/<name>_<date>_<commit>.md and .json."""
     report = "\n".join(lines)
     print(report)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2))
-    (RESULTS / f"{stem}.md").write_text(report + "\n")
+    source = {"dataset": args.dataset if args.data_dir is None else None,
+              "data_dir": str(args.data_dir) if args.data_dir is not None else None}
+    path = benchmark_common.write_result("multi30k", ("quick_" if args.quick else "") + name,
+                                         {**payload, "data": source}, report)
+    print(f"results: {path}")
 
 
 def schedule(args) -> str:
@@ -343,7 +349,7 @@ def report_at_only(args, teacher: dict, names: dict) -> None:
     lines += table_lines(rows) + ["", f"Peer: Bart 32.3 greedy / 33.9 beam 4 after 30 min on the slower CPU of the data README. Training run "
                                   f"wall time (with its evaluations and the test decoding): "
                                   f"{teacher['training']['total_seconds'] / 60:.1f} min."] + name_lines(names)
-    publish("multi30k_at_quick" if args.quick else "multi30k_at", lines, {
+    publish(args, "at_only" + args.tag, lines, {
         "rows": rows, "budget_minutes": args.budget_minutes, "name_keeping": names,
         "entity_augmentation": args.entity_augmentation, "max_steps": args.max_steps,
         "validation": teacher["metrics"].get("validation"),

@@ -25,7 +25,7 @@ matmuls, all timed interleaved. The matmuls alone plus the narrow call's other o
 AT / that bound is the best speedup this op graph can reach on this machine.
 
 If an aim is missed, a torch.profiler table of the NAT path (batch 32, sorted by self CPU time) and a stage breakdown
-are written to `benchmarks/results/nat_speed_profile.txt`.
+are written to `benchmarks/results/nat_speed/<run>_profile.txt`.
 
     python benchmarks/nat_speed.py            # full run (a few minutes on 2 cores)
     python benchmarks/nat_speed.py --quick    # smoke run
@@ -382,8 +382,8 @@ def main(argv: list[str] | None = None) -> dict:
     budget = common.Budget(args.budget or (60 if args.quick else 270))
 
     common.setup(seed=0, threads=args.threads)
-    # results/<name>.json for the standard run; quick runs and other thread counts get their own files
-    run_name = NAME + ("_quick" if args.quick else "") + (f"_threads{args.threads}" if args.threads != 2 else "")
+    # results/<NAME>/<run name>_<date>_<commit>.json; quick runs and other thread counts get names of their own
+    run_name = ("quick" if args.quick else "standard") + (f"_threads{args.threads}" if args.threads != 2 else "")
     env = common.environment()
     variants = {"copy on": build_model(True)}
     if not args.no_copy_off:
@@ -487,6 +487,7 @@ def main(argv: list[str] | None = None) -> dict:
         "floor": floors, "reference_matmul_gflops": references, "batch1_bound": bound, "aims": aims,
     }
     missed = [name for name, (_, _, status) in aims.items() if status != "met"]
+    attachments: dict[str, str] = {}  # the profile tables, when a run takes them
     if args.profile == "always" or (args.profile == "auto" and missed and not args.quick):
         model = variants["copy on"]
         sections = [f"aims missed: {', '.join(missed) or 'none'}"]
@@ -517,13 +518,10 @@ def main(argv: list[str] | None = None) -> dict:
              for s in floors["copy on"]["shapes"][:12]])
         sections.insert(1, f"host syncs (aten::_local_scalar_dense) in one NAT generate call: {syncs}\n\n"
                            f"## matmuls of one NAT call (batch 32), by total isolated time\n\n{shape_table}")
-        path = common.RESULTS_DIR / f"{run_name}_profile.txt"
-        common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n\n".join(sections) + "\n")
-        payload["profile"] = str(path.relative_to(common.RESULTS_DIR.parent.parent))
-        print(f"host syncs per NAT call: {syncs}\nprofile tables: {path}")
+        attachments["_profile.txt"] = "\n\n".join(sections) + "\n"
+        print(f"host syncs per NAT call: {syncs}")
 
-    json_path, _ = common.write_results(run_name, payload, markdown)
+    json_path = common.write_result(NAME, run_name, payload, markdown, attachments=attachments)
     print(f"\nresults: {json_path}")
     return payload
 

@@ -8,23 +8,19 @@ an occurrence of it in the source.
 
     python benchmarks/pipeline_copy_spans.py --model copynat-output   # the folder the README's main command writes
 
-Writes benchmarks/results/pipeline_copy_spans/<date>-<commit>.json.
+Writes benchmarks/results/pipeline_copy_spans/echo-ood_<date>_<commit>.json and .md.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_overhead import commit  # noqa: E402
+from _common import write_result  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "pipeline_copy_spans"
 AIM = 95.0
 
 
@@ -66,7 +62,6 @@ def main() -> int:
     from copynat.data.echo import _copied
 
     torch.set_num_threads(2)
-    code = commit()  # the code measured (before any result file is written)
     generator = pipeline("text2text-generation", model=args.model)
     examples = make_echo_ood_examples(args.num_examples)
     start = time.perf_counter()
@@ -90,14 +85,13 @@ def main() -> int:
     print(f"copied entities marked as copied spans: {rates['all']:.2f} % of {counts['all'][1]} "
           f"({'met' if rates['all'] >= AIM else 'MISSED'}: aim >= {AIM} %); lowest category "
           f"{min((v, k) for k, v in rates.items() if k != 'all')}; {seconds:.1f} s")
-    now = datetime.datetime.now(datetime.timezone.utc)
-    payload = {"benchmark": "pipeline_copy_spans", "commit": code, "date": now.isoformat(timespec="seconds"),
-               "machine": platform.platform(), "command": " ".join(["python", *sys.argv]), "model": args.model,
-               "split": f"echo test_ood, {args.num_examples} examples", "copy_threshold": args.copy_threshold,
-               "rate_percent": rates, "counts": counts, "seconds": round(seconds, 1), "misses": misses}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{now:%Y-%m-%d-%H%M}-{payload['commit']}.json"
-    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    payload = {"model": args.model, "split": f"echo test_ood, {args.num_examples} examples",
+               "copy_threshold": args.copy_threshold, "rate_percent": rates, "counts": counts,
+               "seconds": round(seconds, 1), "misses": misses}
+    markdown = "\n".join([f"# Copied entities marked as copied spans: {rates['all']:.2f} % of {counts['all'][1]}", "",
+                          "| category | % | entities |", "|---|---|---|"] +
+                         [f"| {key} | {rate:.2f} | {counts[key][1]} |" for key, rate in rates.items()])
+    path = write_result("pipeline_copy_spans", "echo-ood", payload, markdown)
     print(f"saved {path}")
     return 0
 

@@ -8,38 +8,24 @@ per round, order alternating) on the same sentences; the ratio is the median ove
 
     python benchmarks/pipeline_overhead.py --model copynat-output   # the folder copynat-train wrote
 
-Writes benchmarks/results/pipeline_overhead/<date>-<commit>.json (with commit, date, machine and command).
+Writes benchmarks/results/pipeline_overhead/threads<N>_<date>_<commit>.json and .md (with the commit, machine and
+command).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CONTENTION, environment, load_note, paired_ratio, setup, summarize, time_interleaved  # noqa: E402
+from _common import (CONTENTION, environment, load_note, paired_ratio, setup, summarize,  # noqa: E402
+                     time_interleaved, write_result)
 
-RESULTS = Path(__file__).resolve().parent / "results" / "pipeline_overhead"
 AIM = 1.05
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).resolve().parent)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=Path(__file__).resolve().parent).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> int:
@@ -50,7 +36,6 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     setup(threads=args.threads)
-    code = commit()  # the code measured (before any result file is written)
 
     import copynat  # noqa: F401  (registers the pipeline task)
     from transformers import pipeline
@@ -107,17 +92,18 @@ def main() -> int:
     env = environment()
     note = load_note(env)
     print(note)
-    now = datetime.datetime.now(datetime.timezone.utc)
     payload = {
-        "benchmark": "pipeline_overhead", "commit": code, "date": now.isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), **env}, "command": " ".join(["python", *sys.argv]),
         "model": str(args.model), "decoding": "the model's generation config (greedy)", "aim": f"ratio <= {AIM}",
-        "results": {str(size): row for size, row in rows.items()}, "load": note,
+        "results": {str(size): row for size, row in rows.items()}, "environment": env, "load": note,
         "foreign_busy_cores": CONTENTION.foreign_cores,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{now:%Y-%m-%d-%H%M}-{payload['commit']}.json"
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    markdown = "\n".join(["# pipeline() / tokenize + generate() + decode", "",
+                          "| batch | direct ms | pipeline ms | pipeline / direct | added around generate() |",
+                          "|---|---|---|---|---|"] +
+                         [f"| {size} | {1000 * row['direct_s']['median']:.2f} | {1000 * row['pipeline_s']['median']:.2f} "
+                          f"| {row['ratio']:.3f} | {1000 * row['pipeline_minus_direct_without_generate_s']:+.3f} ms |"
+                          for size, row in rows.items()] + ["", note])
+    path = write_result("pipeline_overhead", f"threads{args.threads}", payload, markdown)
     print(f"saved {path}")
     return 0
 

@@ -9,20 +9,21 @@ both (and the starting model) on the validation and unseen-entity test splits wi
     python benchmarks/rl_finetune.py --base copynat-output # start from a model trained by the main command
     python benchmarks/rl_finetune.py --quick               # smoke run (a few updates)
 
-Writes benchmarks/results/rl_finetune.json and .md.
+Writes benchmarks/results/rl_finetune/<name>_<date>_<commit>.json and .md (name: steps and objective weights).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import tempfile
 from pathlib import Path
 
-from copynat.training.cli import parse_train_args
-from copynat.training.loop import train
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common  # noqa: E402
+from copynat.training.cli import parse_train_args  # noqa: E402
+from copynat.training.loop import train  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 QUIET = ["--progress_bar", "false", "--plot", "false", "--report_to", "none"]
 
 
@@ -72,11 +73,12 @@ def main() -> None:
               f"{args.rl_weight} x RL."]
     report = "\n".join(lines)
     print(report)
-    RESULTS.mkdir(exist_ok=True)
-    stem = "rl_finetune_quick" if args.quick else "rl_finetune"
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"rows": rows, "steps": steps, "learning_rate": args.learning_rate,
-                                                      "rl_weight": args.rl_weight}, indent=2))
-    (RESULTS / f"{stem}.md").write_text(report + "\n")
+    name = ("quick" if args.quick else f"steps{steps}_lr{args.learning_rate:g}_rl{args.rl_weight:g}"
+            + ("_given_base" if args.base else ""))
+    path = common.write_result("rl_finetune", name, {"rows": rows, "steps": steps, "learning_rate": args.learning_rate,
+                                                     "rl_weight": args.rl_weight,
+                                                     "base": str(args.base) if args.base else None}, report)
+    print(f"results: {path}")
 
 
 if __name__ == "__main__":

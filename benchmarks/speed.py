@@ -20,7 +20,7 @@ Measured:
    32), KV cache on (eval mode, untrained models). Aim: Bart latency / copynat latency >= 1.0.
 
 If an aim is missed, torch.profiler tables of copynat and Bart (sorted by self CPU time) are written to
-`benchmarks/results/speed_profile.txt`.
+`benchmarks/results/speed/<run>_profile.txt`.
 
     python benchmarks/speed.py            # full run (a few minutes on 2 cores)
     python benchmarks/speed.py --quick    # smoke run
@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
     budget = common.Budget(args.budget or (60 if args.quick else 300))
 
     common.setup(seed=0, threads=args.threads)
-    # results/<name>.json for the standard run; quick runs and other thread counts get their own files
-    run_name = NAME + ("_quick" if args.quick else "") + (f"_threads{args.threads}" if args.threads != 2 else "")
+    # results/<NAME>/<run name>_<date>_<commit>.json; quick runs and other thread counts get names of their own
+    run_name = ("quick" if args.quick else "standard") + (f"_threads{args.threads}" if args.threads != 2 else "")
     env = common.environment()
     models = build_models()
     params = {name: common.count_parameters(model) for name, model in models.items()}
@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
     }
     missed = [name for name, (_, _, status) in payload["aims"].items() if status != "met"]
+    attachments: dict[str, str] = {}  # the profile tables, when a run takes them
 
     if args.profile == "always" or (args.profile == "auto" and missed and not args.quick):
         sections = [f"aims missed: {', '.join(missed) or 'none'}\n"]
@@ -223,13 +224,9 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"profiling greedy generate batch 8 of {name}...", flush=True)
                 sections.append(f"## generate greedy batch 8, {name} (3 calls)\n"
                                 + common.profile_table(generate_call(model, source, mask, 1)))
-        path = common.RESULTS_DIR / f"{run_name}_profile.txt"
-        common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n\n".join(sections) + "\n")
-        payload["profile"] = str(path.relative_to(common.RESULTS_DIR.parent.parent))
-        print(f"profile tables: {path}")
+        attachments["_profile.txt"] = "\n\n".join(sections) + "\n"
 
-    json_path, _ = common.write_results(run_name, payload, markdown)
+    json_path = common.write_result(NAME, run_name, payload, markdown, attachments=attachments)
     print(f"\nresults: {json_path}")
     return payload
 

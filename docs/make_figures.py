@@ -1,4 +1,4 @@
-"""Draw the README's pictures from the model's own code paths (not hand-drawn masks).
+"""Draw the pictures of docs/lecture.md from the model's own code paths (not hand-drawn masks).
 
     python docs/make_figures.py                                   # docs/attention_masks.png
     python docs/make_figures.py --model copynat-output            # + docs/copy_attention.png from a trained model

@@ -36,7 +36,8 @@ def trained_model(echo_files, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("model") / "run"
     argv = ["--train_file", str(echo_files / "train.jsonl"), "--validation_file", str(echo_files / "validation.jsonl"),
             "--output_dir", str(out), "--vocab_size", "300", "--d_model", "32", "--ffn_dim", "64", "--heads", "2",
-            "--decoder_mode", "hybrid", "--max_steps", "40", "--max_tokens", "800", "--learning_rate", "3e-3",
+            "--decoder_mode", "hybrid", "--nat_training", "cmlm", "--max_steps", "40", "--max_tokens", "800",
+            "--learning_rate", "3e-3",
             "--warmup_steps", "5", "--eval_steps", "40", "--num_threads", "1", "--progress_bar", "false",
             "--report_to", "none", "--plot", "false", "--eval_batch_size", "30"]
     assert train_main(argv) == 0

@@ -1,5 +1,6 @@
 """Copy mechanism: the mixture is a distribution, copies what the source holds, and copies unseen names."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from conftest import VOCAB, tiny_config, train_steps
@@ -35,7 +36,7 @@ def test_loss_equals_the_cross_entropy_of_the_returned_mixture():
         nll = F.nll_loss(log_p, labels.reshape(-1), ignore_index=-100, reduction="sum")
         reference = ((1 - smoothing) * nll - smoothing * log_p.mean(-1)[valid.reshape(-1)].sum()) / valid.sum()
         torch.testing.assert_close(out.loss, reference, atol=1e-5, rtol=1e-5)
-        parameters = (model.copy_generator.gate.weight, model.copy_generator.key.weight, model.lm_head.weight)
+        parameters = (model.copy_generator.gate.weight, model.copy_generator.key.weight, model.output_head.lm_head.weight)
         gathered = torch.autograd.grad(out.loss, parameters, retain_graph=True)
         full = torch.autograd.grad(reference, parameters)
         for a, b in zip(gathered, full):
@@ -127,47 +128,70 @@ def test_return_logits_false_gives_the_same_loss_without_the_mixture():
                 torch.testing.assert_close(a, b)
 
 
-def _location_loop(scores, near, last):
-    """The location recurrence as plain autograd ops, one target position after the other (the reference)."""
-    attention = []
+def _recurrence_loop(scores, near, weight, last, covered):
+    """Location and coverage as plain autograd ops, one target position after the other (the reference)."""
+    last = torch.zeros_like(scores[:, 0]) if last is None else last
+    covered = torch.zeros_like(scores[:, 0]) if covered is None else covered
+    attention, losses = [], []
     for t in range(scores.shape[1]):
-        window = F.pad(last, (2, 0)).unfold(1, 3, 1)  # (a[j - 2], a[j - 1], a[j])
-        last = (scores[:, t] + (window @ near[:, t].flip(-1)[:, :, None]).squeeze(-1)).softmax(-1)
+        score = scores[:, t]
+        if near is not None:
+            window = F.pad(last, (2, 0)).unfold(1, 3, 1)  # (a[j - 2], a[j - 1], a[j])
+            score = score + (window @ near[:, t].flip(-1)[:, :, None]).squeeze(-1)
+        if weight is not None:
+            score = score + weight[:, t] * covered
+        last = score.softmax(-1)
         attention.append(last)
-    return torch.stack(attention, 1)
+        if weight is not None:
+            losses.append(torch.minimum(last, covered).sum(-1))
+            covered = covered + last
+    return torch.stack(attention, 1), torch.stack(losses, 1) if losses else None
 
 
-def test_location_recurrence_backward_equals_autograd_through_the_step_loop(monkeypatch):
-    """The copy head's location recurrence runs in training with a written-out backward pass (LocationRecurrence):
-    same attention and gradients as autograd through the step loop, padded source positions included, and the same
-    loss gradient for every parameter of a model."""
+@pytest.mark.parametrize("location, coverage", [(True, False), (True, True), (False, True)])
+def test_copy_recurrence_backward_equals_autograd_through_the_step_loop(monkeypatch, location, coverage):
+    """Location and coverage are one recurrence over target positions with a written-out backward pass
+    (CopyAttentionRecurrence): the same attention, coverage loss and gradients as autograd through the step loop,
+    padded source positions and an earlier step's memory included, and the same loss gradient for every parameter
+    of a model."""
     from copynat.modeling import copy_generator
 
     generator = torch.Generator().manual_seed(0)
     scores = torch.randn(3, 6, 7, dtype=torch.float64, generator=generator)
     scores[1, :, 5:] = float("-inf")  # padding
-    near = torch.randn(3, 6, 3, dtype=torch.float64, generator=generator)
-    weights = torch.randn(3, 6, 7, dtype=torch.float64, generator=generator)
+    near = torch.randn(3, 6, 3, dtype=torch.float64, generator=generator) if location else None
+    weight = torch.randn(3, 6, 1, dtype=torch.float64, generator=generator) if coverage else None
     last = torch.randn(3, 7, dtype=torch.float64, generator=generator).softmax(-1)  # an earlier step's attention
+    covered = torch.rand(3, 7, dtype=torch.float64, generator=generator) if coverage else None
+    last[1, 5:] = 0.0
+    if covered is not None:
+        covered[1, 5:] = 0.0
+    outer = torch.randn(3, 6, 7, dtype=torch.float64, generator=generator)
+    loss_outer = torch.randn(3, 6, dtype=torch.float64, generator=generator)
     results = []
-    for function in (_location_loop, copy_generator.LocationRecurrence.apply):
-        inputs = (scores.clone().requires_grad_(), near.clone().requires_grad_())
-        attention = function(*inputs, last)
-        (attention * weights).sum().backward()
-        results.append((attention, inputs[0].grad, inputs[1].grad))
+    for function in (_recurrence_loop, copy_generator.CopyAttentionRecurrence.apply):
+        inputs = [scores.clone().requires_grad_()] + [x.clone().requires_grad_() for x in (near, weight) if x is not None]
+        arguments = iter(inputs[1:])
+        attention, losses = function(inputs[0], next(arguments) if location else None,
+                                     next(arguments) if coverage else None, last, covered)
+        objective = (attention * outer).sum() + ((losses * loss_outer).sum() if losses is not None else 0.0)
+        objective.backward()
+        results.append([attention] + ([losses] if coverage else []) + [x.grad for x in inputs])
     for ours, reference in zip(results[1], results[0]):
-        torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-10)
 
     input_ids, attention_mask, labels = source_and_labels()
     gradients = []
     for patch in (False, True):
         torch.manual_seed(0)
-        model = CopyNatForConditionalGeneration(tiny_config(decoder_mode="ar", dropout=0.0)).train()
+        model = CopyNatForConditionalGeneration(tiny_config(decoder_mode="ar", dropout=0.0, copy_location=location,
+                                                            copy_coverage=coverage)).train()
         if patch:
-            monkeypatch.setattr(copy_generator.LocationRecurrence, "apply", staticmethod(_location_loop))
+            monkeypatch.setattr(copy_generator.CopyAttentionRecurrence, "apply", staticmethod(_recurrence_loop))
         model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss.backward()
         gradients.append({name: p.grad for name, p in model.named_parameters() if p.grad is not None})
-    assert gradients[0].keys() == gradients[1].keys() and any("location" in name for name in gradients[0])
+    assert gradients[0].keys() == gradients[1].keys()
+    assert any(("location" if location else "coverage") in name for name in gradients[0])
     for name in gradients[0]:
         torch.testing.assert_close(gradients[0][name], gradients[1][name], rtol=1e-5, atol=1e-6, msg=name)
 

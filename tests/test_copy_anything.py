@@ -1,4 +1,4 @@
-"""Copying anything a user types: copy continuation, respacing, coverage, previous-token keys, valid UTF-8, and a
+"""Copying anything a user types: location, respacing, coverage, previous-token keys, valid UTF-8, and a
 small model trained here that echoes a CJK name and a 12-digit number it never saw."""
 
 from __future__ import annotations
@@ -11,26 +11,11 @@ from conftest import VOCAB, tiny_config, train_steps
 
 from copynat import CopyNatForConditionalGeneration, train_tokenizer
 from copynat.data import repeats_beyond_source
-from copynat.modeling.copy_generator import copy_runs, respaced_token_ids
+from copynat.modeling.copy_generator import respaced_token_ids
 from copynat.modeling.copy_generator import CopyNatCache
 from copynat.modeling.utf8_validity import byte_token_bounds, byte_token_classes
 
-ALL_ON = dict(copy_continuation_window=8, copy_respace=True, copy_previous_token_keys=True, copy_coverage=True)
-
-
-def test_copy_runs_count_matching_runs_and_tell_repeated_tokens_apart():
-    source = torch.tensor([[5, 0, 0, 3, 1, 2, 0]])  # "0 0 3 1 2 0" after a 5; id 0 is not padding here
-    history = torch.tensor([[9, 5, 0, 0]])  # the decoder has written "5 0 0" so far
-    runs = copy_runs(history, source, num_positions=1, window=8, source_mask=None)[0, 0]
-    # copying the 3 (position 3) continues "5 0 0", the last three outputs: a run of 3. Copying the second 0
-    # (position 2) would continue "0" only (the output before it, 0, is not the 5 before that 0): a run of 1. The
-    # first 0 (position 1) would continue "5", but the last output is a 0: no run
-    assert runs.tolist() == [0, 0, 1, 3, 0, 0, 0]
-    assert copy_runs(history, source, 1, window=2, source_mask=None)[0, 0].max() == 2  # capped at the window
-    masked = copy_runs(history, source, 1, 8, source_mask=torch.tensor([[True, True, False, True, True, True, True]]))
-    assert masked[0, 0].tolist() == [0, 0, 1, 0, 0, 0, 0]  # a padded position breaks the run through it
-    every = copy_runs(history, source, num_positions=4, window=8, source_mask=None)
-    assert torch.equal(every[:, -1], copy_runs(history, source, 1, 8, None)[:, 0])  # parallel = step by step
+ALL_ON = dict(copy_location=True, copy_respace=True, copy_previous_token_keys=True, copy_coverage=True)
 
 
 def test_respaced_token_ids_pair_each_piece_with_its_spaced_twin():
@@ -41,7 +26,7 @@ def test_respaced_token_ids_pair_each_piece_with_its_spaced_twin():
 
 def _random_model(**overrides) -> CopyNatForConditionalGeneration:
     model = CopyNatForConditionalGeneration(tiny_config(**overrides)).eval()
-    with torch.no_grad():  # the continuation, coverage and respacing weights start at zero: make them matter
+    with torch.no_grad():  # the location, coverage and respacing weights start at zero: make them matter
         for parameter in model.copy_generator.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.5)
     vocab = {f"t{i}": i for i in range(VOCAB // 2)} | {f"Ġt{i}": VOCAB // 2 + i for i in range(VOCAB // 2)}
@@ -50,7 +35,7 @@ def _random_model(**overrides) -> CopyNatForConditionalGeneration:
 
 
 def test_generate_with_cache_equals_without_for_every_copy_addition():
-    """The continuation reads the decoder's history, coverage the running sum its CopyNatCache keeps: cached
+    """Location reads the last step's copy attention, coverage the running sum its CopyNatCache keeps: cached
     decoding, step by step, must give exactly what a full recomputation at every step gives, beams included. The
     cache also keeps the copy attention's keys over the source: computed once a call, not once a step."""
     torch.manual_seed(0)
@@ -102,18 +87,18 @@ def test_static_kv_cache_decodes_as_the_dynamic_one(copy_settings):
 
 def test_coverage_cache_reorders_repeats_and_crops_its_history():
     cache = CopyNatCache(tiny_config())
-    cache.append("copy_attention", torch.tensor([[[0.5, 0.5]], [[1.0, 0.0]]]))
-    cache.append("copy_attention", torch.tensor([[[0.0, 1.0]], [[0.0, 1.0]]]))
-    assert cache.append("decoder_ids", torch.tensor([[1, 7], [1, 8]])).tolist() == [[1, 7], [1, 8]]
+    cache.remember_copy_attention(torch.tensor([[[0.5, 0.5]], [[1.0, 0.0]]]))
+    cache.remember_copy_attention(torch.tensor([[[0.0, 1.0]], [[0.0, 1.0]]]))
     cache.copy_keys = torch.tensor([[[1.0], [2.0]], [[3.0], [4.0]]])  # [batch, src, d]: one row a sequence
     assert cache.coverage().tolist() == [[0.5, 1.5], [1.0, 1.0]]
     cache.reorder_cache(torch.tensor([1, 1]))
-    assert cache.coverage().tolist() == [[1.0, 1.0], [1.0, 1.0]] and cache.decoder_ids.tolist() == [[1, 8]] * 2
+    assert cache.coverage().tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    assert cache.copy_memory(with_coverage=False).last.tolist() == [[0.0, 1.0]] * 2
     assert cache.copy_keys.tolist() == [[[3.0], [4.0]]] * 2
     cache.batch_repeat_interleave(2)
     assert cache.coverage().shape == (4, 2) and cache.copy_keys.shape == (4, 2, 1)
     cache.crop(-1)  # assisted decoding takes steps back: the copy head forgets them, not the source's keys
-    assert cache.coverage().tolist() == [[1.0, 0.0]] * 4 and cache.decoder_ids.tolist() == [[1]] * 4
+    assert cache.coverage().tolist() == [[1.0, 0.0]] * 4
     assert cache.copy_keys.tolist() == [[[3.0], [4.0]]] * 4
 
 

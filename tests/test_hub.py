@@ -28,8 +28,9 @@ REPO = "org/copynat-tiny"
 EXPECTED_FILES = {
     ".gitattributes", "README.md", "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
     "tokenizer_config.json", "configuration_copynat.py", "modeling_copynat.py", "generation_copynat.py",
-    "copy_generator.py", "utf8_validity.py", "output_head.py", "parallel_decoder.py", "monotonic_alignment.py",
-    "encoder_heads.py", "copy_completion.py", "pipeline_copynat.py", "copy_spans.py",
+    "copy_generator.py", "utf8_validity.py", "output_head.py", "parallel_head.py", "monotonic_alignment.py",
+    "encoder_heads.py", "copy_completion.py", "transformer_blocks.py", "parallel_decoding.py", "drafted_decoding.py",
+    "pipeline_copynat.py", "copy_spans.py",
     "results.json", "metrics.jsonl", "training_args.json", "test_predictions.greedy.txt",
 }
 #: Decodings compared between the local model and the models loaded from the Hub (AT and NAT).
@@ -106,6 +107,7 @@ def run_dir(tmp_path_factory):
         (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     out = root / "echo-tiny"
     train(ModelArguments(d_model=32, layers=1, heads=2, ffn_dim=64, vocab_size=300, decoder_mode="hybrid",
+                         nat_training="cmlm",
                          length_prediction="absolute", dropout=0.0),
           DataArguments(train_file=str(data / "train.jsonl"), validation_file=str(data / "validation.jsonl"),
                         test_file=str(data / "test.jsonl"), max_source_length=48, max_target_length=48,
@@ -282,9 +284,11 @@ def test_copynat_push_cli(hub_server, folder, tmp_path, capsys, monkeypatch):
     for name in ("config.json", "model.safetensors", "modeling_copynat.py"):
         shutil.copy(folder / name, broken)
     # config.json's auto_map needs the modeling code, and modeling_copynat.py its sibling modules
-    with pytest.raises(MissingFilesError, match=r"missing configuration_copynat\.py, copy_generator\.py, "
-                                                r"encoder_heads\.py, generation_copynat\.py, "
-                                                r"monotonic_alignment\.py, output_head\.py, parallel_decoder\.py \("):
+    with pytest.raises(MissingFilesError, match=r"missing configuration_copynat\.py, copy_completion\.py, "
+                                                r"copy_generator\.py, drafted_decoding\.py, encoder_heads\.py, "
+                                                r"generation_copynat\.py, monotonic_alignment\.py, output_head\.py, "
+                                                r"parallel_decoding\.py, parallel_head\.py, transformer_blocks\.py, "
+                                                r"utf8_validity\.py \("):
         check_folder(broken)
     assert not hub_server.repos
 

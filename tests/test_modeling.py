@@ -221,11 +221,11 @@ def test_save_is_safetensors_only_and_reload_is_identical(tmp_path):
 
 def test_untied_output_projection_round_trips(tmp_path):
     model = CopyNatForConditionalGeneration(tiny_config(tie_word_embeddings=False))
-    assert model.lm_head.weight is not model.model.shared.weight
+    assert model.output_head.lm_head.weight is not model.model.shared.weight
     assert model.model.decoder.embed_tokens.weight is model.model.shared.weight
     model.save_pretrained(tmp_path)
     loaded = CopyNatForConditionalGeneration.from_pretrained(tmp_path)
-    assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
+    assert torch.equal(loaded.lm_head.weight, model.output_head.lm_head.weight)
 
 
 def test_loading_refuses_pickle_weights(tmp_path):

@@ -8,7 +8,7 @@ from conftest import VOCAB, copy_task_batch, tiny_config, train_steps
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from copynat import CopyNatForConditionalGeneration
-from copynat.modeling.generation_copynat import _cut_after_eos
+from copynat.modeling.parallel_decoding import _cut_after_eos
 from copynat.modeling.modeling_copynat import CACHE_NAME
 
 
@@ -40,10 +40,10 @@ def test_mask_predict_never_lowers_the_average_log_prob(trained_hybrid_model):
 def forced_length_model(lengths_and_scores: dict[int, float], **overrides):
     model = CopyNatForConditionalGeneration(tiny_config(decoder_mode="nat", length_prediction="absolute", **overrides))
     with torch.no_grad():
-        model.length_predictor.classifier.weight.zero_()
-        model.length_predictor.classifier.bias.fill_(-100.0)
+        model.parallel_head.length_predictor.classifier.weight.zero_()
+        model.parallel_head.length_predictor.classifier.bias.fill_(-100.0)
         for length, score in lengths_and_scores.items():
-            model.length_predictor.classifier.bias[length] = score
+            model.parallel_head.length_predictor.classifier.bias[length] = score
     return model.eval()
 
 
@@ -60,7 +60,7 @@ def _mask_predict_reference(model, source, mask, states, lengths, iterations):
     for step in range(iterations):
         masked = target_mask if step == 0 else tokens == config.mask_token_id
         head = model.nat_pass(tokens, target_mask, states, source, mask.bool(), mixture=False)
-        step_scores, step_tokens = model.most_likely_tokens(head, source)
+        step_scores, step_tokens = model.output_head.most_likely_tokens(head)
         tokens, scores = torch.where(masked, step_tokens, tokens), torch.where(masked, step_scores, scores)
         average = (scores * target_mask).sum(1) / lengths
         improved = average > best_scores
@@ -177,10 +177,10 @@ def test_batch_of_different_lengths_is_padded_like_generate():
     with torch.no_grad():  # offsets differ per row, so make lengths depend on the source: use offset mode
         pass
     model.config.length_prediction = "offset"
-    model.length_predictor.offset = True
+    model.parallel_head.length_predictor.offset = True
     with torch.no_grad():
-        model.length_predictor.classifier.bias.fill_(-100.0)
-        model.length_predictor.classifier.bias[16] = 5.0  # offset 0: target length = source length
+        model.parallel_head.length_predictor.classifier.bias.fill_(-100.0)
+        model.parallel_head.length_predictor.classifier.bias[16] = 5.0  # offset 0: target length = source length
     source = torch.randint(5, VOCAB, (3, 8))
     attention_mask = torch.ones_like(source)
     source[0, 3:], attention_mask[0, 3:] = 0, 0  # 3 real tokens
@@ -274,8 +274,8 @@ def test_most_likely_tokens_match_the_full_mixture_without_building_it():
         with torch.no_grad():
             full = model.nat_pass(tokens, target_mask, states, input_ids, mask)
             lean = model.nat_pass(tokens, target_mask, states, input_ids, mask, mixture=False)
-            scores, winners = model.most_likely_tokens(lean, input_ids)
-        reference = model.log_probs(full.logits).clone()
+            scores, winners = model.output_head.most_likely_tokens(lean)
+        reference = model.output_head.log_probs(full.logits).clone()
         reference[..., model.config.mask_token_id] = float("-inf")  # <mask> is never an output
         reference_scores, reference_winners = reference.max(-1)
         assert (lean.logits is None) == use_copy  # a plain model's logits are its vocabulary logits: no extra cost
@@ -284,7 +284,7 @@ def test_most_likely_tokens_match_the_full_mixture_without_building_it():
         torch.testing.assert_close(scores, reference_scores, atol=1e-5, rtol=1e-5)
         # what parallel decoding calls: the vocabulary logits as scratch space, the same winners
         scratch = lean._replace(vocab_logits=lean.vocab_logits.clone())
-        in_place_scores, in_place_winners = model.most_likely_tokens(scratch, input_ids, overwrite_logits=True)
+        in_place_scores, in_place_winners = model.output_head.most_likely_tokens(scratch, overwrite_logits=True)
         assert torch.equal(in_place_winners, winners) and torch.equal(in_place_scores, scores)
         if use_copy:
             vocabulary_best = lean.vocab_logits.index_fill(-1, torch.tensor([model.config.mask_token_id]),
@@ -297,7 +297,7 @@ def test_most_likely_tokens_match_the_full_mixture_without_building_it():
 
 def test_blockwise_max_equals_torch_max_including_ties_and_ragged_widths():
     """The winners' search (block maxima, then one block) gives torch.max's values and first-index ties at any width."""
-    from copynat.modeling.generation_copynat import max_over_last_dim
+    from copynat.modeling.output_head import max_over_last_dim
 
     generator = torch.Generator().manual_seed(0)
     for width in (7, 256, 1000, 8000, 8003):
@@ -325,7 +325,7 @@ def test_packed_cpu_kernels_decode_like_the_plain_linears_and_follow_weight_upda
     with packed_cpu_kernels(model):  # by default only widening products are packed
         packed_now = {m for m in linears if "forward" in vars(m)}
     assert packed_now == {m for m in linears if m.out_features >= 3 * m.in_features}
-    assert model.model.decoder.layers[0].self_attn.qkv_proj in packed_now and model.lm_head not in packed_now
+    assert model.model.decoder.layers[0].self_attn.qkv_proj in packed_now and model.output_head.lm_head not in packed_now
     monkeypatch.setattr(cpu_kernels, "PACK_MIN_WIDENING", 0)  # the rest of the test: every Linear packed
 
     def decode():
@@ -338,33 +338,33 @@ def test_packed_cpu_kernels_decode_like_the_plain_linears_and_follow_weight_upda
     assert torch.equal(packed.sequences, plain.sequences)
     torch.testing.assert_close(packed.sequences_scores, plain.sequences_scores, atol=1e-4, rtol=1e-4)
     assert not any("forward" in vars(m) for m in model.modules())  # the modules' own forward is back
-    saved = model.lm_head.weight.detach().clone()
+    saved = model.output_head.lm_head.weight.detach().clone()
     try:
         with torch.no_grad():
-            model.lm_head.weight.mul_(-1.0)  # tied to the embeddings: every pass changes
-        packed_before = cpu_kernels._PACKED[model.lm_head].weight
+            model.output_head.lm_head.weight.mul_(-1.0)  # tied to the embeddings: every pass changes
+        packed_before = cpu_kernels._PACKED[model.output_head.lm_head].weight
         with packed_cpu_kernels(model):
             flipped = decode()
         flipped_plain = decode()
-        assert cpu_kernels._PACKED[model.lm_head].weight is not packed_before  # re-packed after the update
+        assert cpu_kernels._PACKED[model.output_head.lm_head].weight is not packed_before  # re-packed after the update
         assert torch.equal(flipped.sequences, flipped_plain.sequences)
         assert not torch.equal(flipped.sequences, packed.sequences)
     finally:
         with torch.no_grad():
-            model.lm_head.weight.copy_(saved)
+            model.output_head.lm_head.weight.copy_(saved)
 
     # A module swapped in after the first block (resizing, adapters) runs packed too: the Linears are listed afresh.
-    old_classifier = model.length_predictor.classifier
+    old_classifier = model.parallel_head.length_predictor.classifier
     new_classifier = torch.nn.Linear(old_classifier.in_features, old_classifier.out_features)
     new_classifier.load_state_dict(old_classifier.state_dict())
     seen = []
     new_classifier.register_forward_pre_hook(lambda module, args: seen.append("forward" in vars(module)))
-    model.length_predictor.classifier = new_classifier
+    model.parallel_head.length_predictor.classifier = new_classifier
     try:
         with packed_cpu_kernels(model):
             assert torch.equal(decode().sequences, packed.sequences) and seen == [True]
     finally:
-        model.length_predictor.classifier = old_classifier
+        model.parallel_head.length_predictor.classifier = old_classifier
 
 
 def test_copynat_registers_no_hook_and_patches_no_module(tmp_path):
@@ -418,10 +418,7 @@ def test_glancing_reveals_more_reference_tokens_where_the_first_pass_is_wrong(mo
     guess = labels.clone()
     for row, wrong in wrong_count.items():
         guess[row, :wrong] = (labels[row, :wrong] + 1 - 5) % (VOCAB - 5) + 5  # a different token
-    monkeypatch.setattr(model, "most_likely_tokens", lambda head, source_ids, overwrite_logits=False: (
-        torch.zeros(guess.shape), guess))
-    encoder = model.model.encoder(input_ids=labels)
-    tokens, predicted = model.glancing_tokens(labels, encoder.last_hidden_state, labels, None, ratio=0.5)
+    tokens, predicted = model.parallel_head.glanced_targets(labels, guess)
     shown = (~predicted).sum(1).tolist()
     assert shown == [0, 2, 4]  # half of each sentence's errors
     mask_id = model.config.mask_token_id
@@ -517,7 +514,7 @@ def test_ctc_learns_ragged_parallel_copies_with_repeated_tokens():
     few seconds of training one parallel pass copies sources of any length, repeats included."""
     torch.manual_seed(0)
     model = CopyNatForConditionalGeneration(tiny_config(decoder_mode="nat", nat_training="ctc"))
-    assert model.length_predictor is None
+    assert model.parallel_head.length_predictor is None
     generator = torch.Generator().manual_seed(0)
     losses = train_steps(model, 300, lambda step: _ragged_copy_batch(32, generator))
     assert losses[-1] < 0.1 * losses[0]
@@ -537,7 +534,7 @@ def test_ctc_decoding_merges_repeats_drops_blanks_and_cuts_after_eos(monkeypatch
     blank, eos = model.config.mask_token_id, model.config.eos_token_id
     path = torch.tensor([[7, 7, blank, 7, 9, 9, eos, blank, 11, 12],  # a a _ a b b </s> _ c d
                          [blank, 8, blank, blank, 8, 8, 10, blank, blank, blank]])  # no </s>: one is appended
-    monkeypatch.setattr(model, "most_likely_tokens", lambda head, source_ids, overwrite_logits=False,
+    monkeypatch.setattr(model.output_head, "most_likely_tokens", lambda head, overwrite_logits=False,
                         allow_mask=False, mask_penalty=0.0: (torch.zeros(path.shape), path))
     source = torch.randint(5, VOCAB, (2, 5))  # 5 tokens x ratio 2 = the path's 10 positions
     sequences = model.generate(source, non_autoregressive=True)
@@ -569,14 +566,14 @@ def test_ctc_blank_penalty_lengthens_the_output_and_is_kept_in_the_generation_co
     model = CopyNatForConditionalGeneration(tiny_config(decoder_mode="nat", nat_training="ctc")).eval()
     blank, eos, start = model.config.mask_token_id, model.config.eos_token_id, model.config.decoder_start_token_id
     source = torch.randint(5, VOCAB, (3, 6), generator=torch.Generator().manual_seed(2))
-    from copynat.modeling.generation_copynat import _encode_source
+    from copynat.modeling.parallel_decoding import encode_source as _encode_source
 
     with torch.no_grad():  # each position's best token with the blank, and without it (the <mask> id excluded)
         ids, encoder, mask = _encode_source(model, source, None)
-        slot_tokens, slots = model.ctc_slots(ids, mask)
+        slot_tokens, slots = model.parallel_head.ctc_slots(ids, mask)
         head = model.nat_pass(slot_tokens, slots, encoder.last_hidden_state, ids, mask, mixture=False)
-        _, best = model.most_likely_tokens(head, ids, allow_mask=True)
-        _, best_other = model.most_likely_tokens(head, ids)
+        _, best = model.output_head.most_likely_tokens(head, allow_mask=True)
+        _, best_other = model.output_head.most_likely_tokens(head)
     assert bool((best == blank).any())  # the plain decoding drops some positions
     plain = model.generate(source, non_autoregressive=True)
     assert torch.equal(model.generate(source, non_autoregressive=True, ctc_blank_penalty=0.0), plain)

@@ -143,7 +143,8 @@ def test_end_to_end_run_saves_a_loadable_model(data_dir, tmp_path):
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     out = tmp_path / "run"
-    code = train_main(tiny_args(data_dir, out, "--decoder_mode", "hybrid", "--eval_decoding", "greedy,nat2",
+    code = train_main(tiny_args(data_dir, out, "--decoder_mode", "hybrid", "--nat_training", "cmlm",
+                                "--eval_decoding", "greedy,nat2",
                                 "--scheduled_sampling", "linear", "--plot", "true", steps=30))
     assert code == 0
     for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",

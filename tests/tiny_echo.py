@@ -23,7 +23,7 @@ def train_tiny_echo(root: Path) -> Path:
                                              encoding="utf-8")
     out = root / "echo-tiny"
     train(ModelArguments(d_model=48, layers=1, heads=2, ffn_dim=96, vocab_size=400, decoder_mode="hybrid",
-                         length_prediction="absolute", dropout=0.0),
+                         nat_training="cmlm", length_prediction="absolute", dropout=0.0),
           DataArguments(train_file=str(data / "train.jsonl"), validation_file=str(data / "validation.jsonl"),
                         test_file=str(data / "test.jsonl"), max_source_length=48, max_target_length=48,
                         cache_dir=str(root / "datasets-cache")),

@@ -5,6 +5,9 @@ from pathlib import Path
 
 from transformers.configuration_utils import PreTrainedConfig
 from transformers.dynamic_module_utils import get_relative_import_files
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 POSITION_EMBEDDING_TYPES = ("sinusoidal", "learned", "rotary")
 DECODER_MODES = ("ar", "nat", "hybrid")
@@ -95,24 +98,21 @@ class CopyNatConfig(PreTrainedConfig):
         length_loss_weight (`float`, 0.1): weight of the length cross-entropy in the NAT loss.
         nat_decoder_inputs (`str`, "mask"): NAT decoder inputs: "<mask>" tokens (conditional masked LM, enables
             mask-predict refinement) or "copy_source" (source embeddings copied uniformly, Gu et al. 2018).
-        nat_training (`str`, "cmlm"): how NAT training hides targets: "cmlm" (a uniformly random number of them,
-            Mask-Predict) or "glancing" (GLAT: after a first parallel pass, reveal `glancing_ratio` x as many
-            reference tokens as the pass got wrong, learn the rest; needs `<mask>` inputs).
-            "ctc" (connectionist temporal classification, Graves et al. 2006; for NAT, Libovický & Helcl 2018 and
-            Gu & Kong 2021): the decoder reads `ctc_upsample_ratio` x the source length positions, each may also
+        nat_training (`str`, "ctc"): how the parallel decoder learns. "ctc" (connectionist temporal classification,
+            Graves et al. 2006; for NAT, Libovický & Helcl 2018 and Gu & Kong 2021; the best measured, see
+            docs/benchmarks.md): the decoder reads `ctc_upsample_ratio` x the source length positions, each may also
             emit a blank (the `<mask>` id), and the loss sums over every way of spreading the target over them;
             decoding keeps each position's best token, merges repeats and drops blanks (one pass, no length
-            predictor).
+            predictor). "cmlm" (Mask-Predict: hide a uniformly random number of targets behind `<mask>`, learn them;
+            a length predictor; mask-predict refinement) or "glancing" (GLAT: after a first parallel pass, reveal
+            `glancing_ratio` x as many reference tokens as the pass got wrong, learn the rest; needs `<mask>`
+            inputs).
         glancing_ratio (`float`, 0.5): the share of a sentence's errors that glancing reveals.
         ctc_upsample_ratio (`int`, 2): with `nat_training="ctc"`, decoder positions per source token.
         guided_attention_weight (`float`, 0.0): weight of the diagonal guided-attention loss on the last decoder
             layer's cross-attention (for monotonic tasks); 0 disables it.
         guided_attention_sigma (`float`, 0.2): width of the diagonal band that the guided-attention loss tolerates.
     Copy mechanism (what makes it copy anything a user types, `copy_generator.py`):
-        copy_continuation_window (`int`, 0): copy continuation: the copy attention reads, for every source position,
-            how many of the last outputs (up to this many, 8 is a good value) equal the source tokens just before it,
-            so a copy goes on where it stands (token ids only: it holds for tokens never seen in training). 0 (the
-            default) disables it: with `copy_location` it measured no gain (README, "Copying anything").
         copy_previous_token_keys (`bool`, True): each copy-attention key also reads the encoder state of the token
             before it, so the decoder can point at "the token after `am`" where a copy starts.
         copy_location (`bool`, True): location-aware copy attention (Chorowski et al. 2015): each autoregressive step's
@@ -179,12 +179,11 @@ class CopyNatConfig(PreTrainedConfig):
     length_classes: int = 256
     length_loss_weight: float = 0.1
     nat_decoder_inputs: str = "mask"
-    nat_training: str = "cmlm"
+    nat_training: str = "ctc"
     glancing_ratio: float = 0.5
     ctc_upsample_ratio: int = 2
     guided_attention_weight: float = 0.0
     guided_attention_sigma: float = 0.2
-    copy_continuation_window: int = 0
     copy_previous_token_keys: bool = True
     copy_respace: bool = True
     copy_location: bool = True
@@ -192,6 +191,9 @@ class CopyNatConfig(PreTrainedConfig):
     coverage_loss_weight: float = 1.0
 
     def __post_init__(self, **kwargs):
+        if kwargs.pop("copy_continuation_window", 0):  # a config saved before 2026-12-07
+            logger.warning("copy_continuation_window is retired (it measured no gain on top of copy_location, "
+                           "docs/design.md): this model decodes without it, and its continuation weights are unused")
         if self.id2label is None and "num_labels" not in kwargs:
             kwargs["num_labels"] = 2
         super().__post_init__(**kwargs)
@@ -233,9 +235,6 @@ class CopyNatConfig(PreTrainedConfig):
         window = self.encoder_attention_window
         if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
             fail("encoder_attention_window", "expected None (full attention) or a positive integer distance")
-        window = self.copy_continuation_window
-        if isinstance(window, bool) or not isinstance(window, int) or not 0 <= window <= 64:
-            fail("copy_continuation_window", "expected an integer from 0 (off) to 64")
         for field in ("length_loss_weight", "guided_attention_weight", "rope_theta", "init_std", "coverage_loss_weight"):
             value = getattr(self, field)
             if not isinstance(value, (int, float)) or value < 0:

@@ -178,6 +178,7 @@ class RepetitionBeyondSourceLogitsProcessor(LogitsProcessor):
     def __init__(self, source_ids: torch.LongTensor, pad_token_id: int | None = None, limit: int = 3,
                  longest_unit: int = 6):
         self.source, self.limit, self.longest_unit = source_ids.long(), limit, longest_unit
+        self.pad_token_id = pad_token_id
         if pad_token_id is not None:  # padding never matches a written piece
             self.source = self.source.masked_fill(self.source == pad_token_id, -1)
 
@@ -194,6 +195,8 @@ class RepetitionBeyondSourceLogitsProcessor(LogitsProcessor):
                 break
             tail = written[:, -(window - 1):]
             periodic = (tail[:, size:] == tail[:, :-size]).all(1)
+            if self.pad_token_id is not None:  # rows left-padded to a common length (drafted decoding) loop on nothing
+                periodic &= tail[:, 0] != self.pad_token_id
             if not bool(periodic.any()):
                 continue
             completes = tail[:, -size]  # the piece that would make the run `limit + 1` units long

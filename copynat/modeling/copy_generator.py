@@ -7,9 +7,6 @@ These additions make it copy anything a user types, not just names built like it
 - **location** (Chorowski et al. 2015): each step's copy attention sees where the last step's attended, and the
   decoder state weighs "the same position, the next one, the one after": a copy steps on by one position, even
   through an unseen script whose byte pieces repeat every other position ("à", "¤", "à", ...);
-- **copy continuation** (off by default: no gain measured on top of location): the copy attention reads, for every
-  source position j, how many of the last outputs equal the source tokens just before j (`copy_runs`). Token ids
-  only, so it holds for tokens the model never saw in training;
 - **previous-token keys**: each key also reads the encoder state of the token before it, so the decoder can point
   at "the token after `am`" where a copy starts (in Chinese, where no space marks the start of a name);
 - **coverage** (See et al. 2017, off by default): the copy attention sees how much attention each source position
@@ -18,8 +15,9 @@ These additions make it copy anything a user types, not just names built like it
   it ("Kuroro" at the start of a line or after Chinese text -> "K", "ur", "oro"). Each source position offers its
   token both ways (a learned gate shares the attention out), so a name copies across those contexts.
 
-Decoding step by step, the head reads what it did at the earlier steps; `CopyNatCache` keeps that between
-generate() steps, beside the keys and values.
+Location and coverage are one recurrence over target positions (`CopyAttentionRecurrence`), the same in training,
+in decoding and with coverage. Decoding step by step, the head reads what it did at the earlier steps; `CopyNatCache`
+keeps that between generate() steps, beside the keys and values.
 
 This file is part of the Hub remote code: it imports only torch and transformers.
 """
@@ -31,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache, StaticCache
 
-__all__ = ["CopyGenerator", "CopyNatCache", "CopyOutput", "copy_runs", "respaced_token_ids"]
+__all__ = ["CopyAttentionRecurrence", "CopyGenerator", "CopyMemory", "CopyNatCache", "CopyOutput", "respaced_token_ids"]
 
 #: Word-start markers of subword vocabularies: byte-level BPE's "Ġ" (a space byte) and SentencePiece's "▁".
 WORD_START_MARKERS = ("Ġ", "▁")
@@ -63,23 +61,6 @@ def respaced_token_ids(vocab: dict[str, int]) -> torch.Tensor:
     return table
 
 
-def copy_runs(decoder_history: torch.Tensor, source_ids: torch.Tensor, num_positions: int, window: int,
-              source_mask: torch.Tensor | None) -> torch.Tensor:
-    """Copy continuation evidence, [batch, num_positions, src] in 0..window: at each of the last `num_positions`
-    decoder inputs, for every source position j, how many decoder inputs read backwards from this one equal the
-    source tokens read backwards from j - 1. A run of r means "the last r outputs were x[j-r .. j-1]": copying x[j]
-    continues the copy."""
-    history = decoder_history[:, -(num_positions + window - 1):]
-    matches = history[:, :, None] == source_ids[:, None, :]
-    if source_mask is not None:
-        matches &= source_mask[:, None, :]
-    matches = matches.to(torch.uint8)
-    runs = matches
-    for _ in range(window - 1):  # runs[t, j] = matches[t, j] * (1 + runs[t - 1, j - 1]), to depth `window`
-        runs = matches * (1 + F.pad(runs[:, :-1, :-1], (1, 0, 1, 0)))
-    return F.pad(runs[:, -num_positions:, :-1], (1, 0))  # evidence for x[j] is the run that ends at x[j - 1]
-
-
 class CopyGenerator(nn.Module):
     """Pointer-generator (See et al. 2017): p(w) = p_gen * softmax(vocab logits)(w) + (1 - p_gen) * sum of copy
     attention over source positions holding w. p_gen is a learned gate on decoder state, copy context and input."""
@@ -91,11 +72,8 @@ class CopyGenerator(nn.Module):
         self.key = nn.Linear(d, d, bias=False)
         self.gate = nn.Linear(3 * d, 1)
         self.scale = d ** -0.5
-        # Continuation and coverage read earlier steps: only a decoder trained to decode step by step has them.
+        # Location and coverage read earlier steps: only a decoder trained to decode step by step has them.
         stepwise = config.decoder_mode != "nat"
-        self.continuation_window = config.copy_continuation_window if stepwise else 0
-        # a score bias per run length 1..window, read from the decoder state: it decides when a copy goes on
-        self.continuation = nn.Linear(d, self.continuation_window) if self.continuation_window else None
         self.coverage = nn.Linear(d, 1) if config.copy_coverage and stepwise else None
         # a bias per offset 0, 1, 2 from where the last step attended, read from the decoder state
         self.location = nn.Linear(d, 3) if config.copy_location and stepwise else None
@@ -106,14 +84,10 @@ class CopyGenerator(nn.Module):
             self.register_buffer("respaced_ids", torch.arange(config.vocab_size), persistent=True)
 
     @property
-    def attends_step_by_step(self) -> bool:
-        """Whether autoregressive steps need the copy attention of the earlier ones (location, coverage)."""
-        return self.location is not None or self.coverage is not None
-
-    @property
     def reads_earlier_steps(self) -> bool:
-        """Whether a decoding step needs the earlier ones (kept by a CopyNatCache between generate() steps)."""
-        return self.continuation is not None or self.attends_step_by_step
+        """Whether an autoregressive step needs the copy attention of the earlier ones (location, coverage), which a
+        CopyNatCache keeps between generate() steps."""
+        return self.location is not None or self.coverage is not None
 
     def set_vocabulary(self, vocab: dict[str, int]) -> None:
         """Tell the respacing which pieces are the same text with and without a leading space (`tokenizer.get_vocab()`)."""
@@ -125,28 +99,27 @@ class CopyGenerator(nn.Module):
         self.respaced_ids[: table.numel()] = table
 
     def canonical_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        """One id for both spellings of a piece (with and without its leading space): what copy runs compare."""
+        """One id for both spellings of a piece (with and without its leading space)."""
         return ids if self.respace is None else torch.minimum(ids, self.respaced_ids[ids])
 
     def forward(self, vocab_logits, decoder_states, decoder_inputs_embeds, encoder_states, source_ids, source_mask,
-                mixture: bool = True, runs: torch.Tensor | None = None, earlier: torch.Tensor | None = None,
-                stepwise: bool = False, keys: torch.Tensor | None = None) -> CopyOutput:
-        """`runs` ([batch, tgt, src], `copy_runs`) feed the continuation bias. `stepwise` (autoregressive decoding)
-        computes the attention one target position after the other when location or coverage needs the earlier
-        steps' attention: `earlier` ([batch, steps, src]) is that of the steps before this call. `mixture=False`
-        skips the [batch, tgt, vocab] log-mixture (`loss_terms` and `most_likely` need only the slots). `keys`:
-        `source_keys(encoder_states)`, where the caller keeps them between decoding steps."""
+                mixture: bool = True, stepwise: bool = False, memory: "CopyMemory | None" = None,
+                keys: torch.Tensor | None = None) -> CopyOutput:
+        """`stepwise` (autoregressive decoding and training) runs location and coverage, which make each target
+        position's attention depend on the ones before it; `memory` is what the steps before this call left (the
+        last attention, the coverage), None at the first step. `mixture=False` skips the [batch, tgt, vocab]
+        log-mixture (`loss_terms` and `most_likely` need only the slots). `keys`: `source_keys(encoder_states)`,
+        where the caller keeps them between decoding steps."""
         scores = self.attention_scores(decoder_states, encoder_states, keys)
-        if self.continuation is not None and runs is not None:
-            # a bias that grows with the run: where two places could continue the copy, the longer match wins
-            steps = F.softplus(self.continuation(decoder_states).float())
-            per_run = F.pad(steps.cumsum(-1), (1, 0))  # run 0: no bias
-            scores = scores + per_run.gather(-1, runs.long())
         if source_mask is not None:
             scores = scores.masked_fill(~source_mask[:, None, :], float("-inf"))
         coverage_loss = None
-        if stepwise and self.attends_step_by_step:
-            attention, coverage_loss = self._attend_step_by_step(scores, decoder_states, earlier)
+        if stepwise and self.reads_earlier_steps:
+            near = self.location(decoder_states).float() if self.location is not None else None
+            weight = self.coverage(decoder_states).float() if self.coverage is not None else None
+            last = memory.last if memory is not None else None
+            covered = memory.coverage if memory is not None else None
+            attention, coverage_loss = CopyAttentionRecurrence.apply(scores, near, weight, last, covered)
         else:
             attention = scores.softmax(dim=-1)
         context = attention.to(encoder_states.dtype) @ encoder_states
@@ -200,42 +173,6 @@ class CopyGenerator(nn.Module):
             keys = F.linear(key_inputs, key_weight)
         queries = self.query(decoder_states) if queries is None else queries
         return torch.baddbmm(keys.new_zeros(()), queries, keys.transpose(1, 2), beta=0.0, alpha=self.scale).float()
-
-    def _attend_step_by_step(self, scores, decoder_states, earlier):
-        """The attention of each target position given the attention of the ones before it (a recurrence over target
-        positions; cheap, as the scores it adjusts are computed for all of them at once):
-
-        - location (Chorowski et al. 2015): a bias on the positions 0, 1 and 2 after where the last step attended,
-          weighed by the decoder state, so a copy steps on by one even where the pieces repeat ("à", "¤", "à", ...);
-        - coverage (See et al. 2017): a bias on the attention summed over the earlier steps, and the coverage loss
-          sum_j min(attention, coverage), [batch, tgt].
-
-        In training without coverage, `LocationRecurrence` runs the same steps with a written-out backward pass."""
-        batch, steps, width = scores.shape
-        last = scores.new_zeros(batch, width) if earlier is None else earlier[:, -1].float()
-        if self.coverage is None and torch.is_grad_enabled():  # training: the recurrence with its own backward
-            return LocationRecurrence.apply(scores, self.location(decoder_states).float(), last), None
-        # near[..., k] weighs "k positions after where the last step attended"; flipped, it lines up with a window
-        # (last[j - 2], last[j - 1], last[j]) at each position j: one small matmul per step.
-        near = self.location(decoder_states).float().flip(-1)[..., None] if self.location is not None else None
-        weight = covered = None  # coverage: its weight [batch, tgt, 1], the attention summed over the earlier steps
-        if self.coverage is not None:
-            weight = self.coverage(decoder_states).float()
-            covered = scores.new_zeros(batch, width) if earlier is None else earlier.sum(1).float()
-        attention, losses = [], []
-        for t in range(steps):
-            score = scores[:, t]
-            if near is not None:
-                window = F.pad(last, (2, 0)).unfold(1, 3, 1)  # [batch, src, 3]
-                score = score + (window @ near[:, t]).squeeze(-1)
-            if weight is not None:
-                score = score + weight[:, t] * covered
-            last = score.softmax(dim=-1)
-            if weight is not None:
-                losses.append(torch.minimum(last, covered).sum(-1))
-                covered = covered + last
-            attention.append(last)
-        return torch.stack(attention, 1), torch.stack(losses, 1) if losses else None
 
     # --- the copy mixture from gathered terms (the loss and parallel decoding never build it) ------------------------
 
@@ -309,63 +246,101 @@ class CopyGenerator(nn.Module):
         return torch.where(from_slot, slot_best, top).clamp_min(1e-10).log(), tokens
 
 
-class LocationRecurrence(torch.autograd.Function):
-    """Location-aware attention over target positions t = 0, 1, ...: a_t = softmax(scores_t + bias_t), where
-    bias_t[j] = near_t[0] a_{t-1}[j] + near_t[1] a_{t-1}[j - 1] + near_t[2] a_{t-1}[j - 2] and a_{-1} = `last`.
+class CopyMemory(NamedTuple):
+    """What the copy head's step-by-step attention reads of the steps before: the last step's attention (location)
+    and the attention summed over them (coverage), [batch, src] each; None where nothing came before or it is off."""
 
-    The same arithmetic as the step loop of `CopyGenerator._attend_step_by_step`, with the backward pass written
+    last: torch.Tensor | None
+    coverage: torch.Tensor | None
+
+
+class CopyAttentionRecurrence(torch.autograd.Function):
+    """The copy attention of target positions t = 0, 1, ... with location and coverage (each optional):
+
+        a_t = softmax(scores_t + near_t[0] a_{t-1}[j] + near_t[1] a_{t-1}[j - 1] + near_t[2] a_{t-1}[j - 2]
+                      + weight_t c_t[j]),     c_t = c_0 + a_0 + ... + a_{t-1},
+        coverage loss_t = sum_j min(a_t[j], c_t[j])
+
+    with a_{-1} = `last` and c_0 = `covered` (zeros when None). One implementation for training (all target positions
+    of a batch), decoding (one position a step, or a drafted block) and coverage, with the backward pass written
     out: autograd would record and replay about ten small ops a target position, which on a CPU cost more than their
-    arithmetic (the copy head's share of a training step is an aim of the GPU issue)."""
+    arithmetic."""
 
     @staticmethod
-    def forward(ctx, scores: torch.Tensor, near: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        """scores [batch, tgt, src], near [batch, tgt, 3], last [batch, src] -> attention [batch, tgt, src]."""
+    def forward(ctx, scores, near, weight, last, covered):
+        """scores [batch, tgt, src] (fp32), near [batch, tgt, 3] or None, weight [batch, tgt, 1] or None, last and
+        covered [batch, src] or None -> (attention [batch, tgt, src], coverage loss [batch, tgt] or None)."""
         batch, steps, width = scores.shape
         # Row t + 1 holds a_t after two zero columns: the window (a[j - 2], a[j - 1], a[j]) of every j is then a view,
-        # and each step runs three kernels (the bias, the softmax, its copy into the row).
+        # and each step runs a few kernels (the bias, the softmax, its copy into the row).
         padded = scores.new_zeros(batch, steps + 1, width + 2)
-        padded[:, 0, 2:] = last
+        if last is not None:
+            padded[:, 0, 2:] = last
         windows = padded.unfold(2, 3, 1).unbind(1)  # [batch, src, 3] per step, read before the step writes
         rows = padded[:, 1:, 2:].unbind(1)
-        columns = scores.unsqueeze(-1).unbind(1)  # [batch, src, 1]
-        weights = near.flip(-1).unsqueeze(-1).unbind(1)  # [batch, 3, 1], in the window's order
+        window_weights = near.flip(-1).unsqueeze(-1).unbind(1) if near is not None else None  # the window's order
+        cover = losses = None
+        if weight is not None:  # cover[:, t] = c_t
+            cover = scores.new_zeros(batch, steps + 1, width)
+            if covered is not None:
+                cover[:, 0] = covered
+            losses = scores.new_empty(batch, steps)
         for t in range(steps):
-            rows[t].copy_(torch.baddbmm(columns[t], windows[t], weights[t]).squeeze(-1).softmax(-1))
-        ctx.save_for_backward(padded, near)
-        return padded[:, 1:, 2:].contiguous()
+            score = scores[:, t]
+            if near is not None:
+                score = torch.baddbmm(score.unsqueeze(-1), windows[t], window_weights[t]).squeeze(-1)
+            if weight is not None:
+                score = score + weight[:, t] * cover[:, t]
+            rows[t].copy_(score.softmax(-1))
+            if weight is not None:
+                losses[:, t] = torch.minimum(rows[t], cover[:, t]).sum(-1)
+                torch.add(cover[:, t], rows[t], out=cover[:, t + 1])
+        ctx.save_for_backward(padded, near, weight, cover)
+        return padded[:, 1:, 2:].contiguous(), losses
 
     @staticmethod
-    def backward(ctx, grad_attention: torch.Tensor):
-        padded, near = ctx.saved_tensors
+    def backward(ctx, grad_attention, grad_losses):
+        padded, near, weight, cover = ctx.saved_tensors
         batch, steps, width = grad_attention.shape
+        attention = padded[:, 1:, 2:]
         # Row t holds d loss / d score_t before two zero columns: (g[j], g[j + 1], g[j + 2]), the bias terms that
         # read a_{t-1}[j], is a view.
         padded_grad = grad_attention.new_zeros(batch, steps, width + 2)
         grad_scores = padded_grad[:, :, :width]
-        grad_rows = grad_scores.unbind(1)
-        aheads = padded_grad.unfold(2, 3, 1).unbind(1)
-        attention = padded[:, 1:, 2:].unbind(1)
-        incoming = grad_attention.unsqueeze(-1).unbind(1)  # [batch, src, 1]
-        weights = near.unsqueeze(-1).unbind(1)  # [batch, 3, 1]
-        grad = grad_attention[:, -1]  # d loss / d a_t: its own gradient and, through step t + 1, the bias it fed
+        aheads = padded_grad.unfold(2, 3, 1)
+        from_later = grad_cover = None  # d loss / d a_t through the steps after t; d loss / d c_{t+1}
         for t in reversed(range(steps)):
-            grad_rows[t].copy_(torch._softmax_backward_data(grad, attention[t], -1, grad.dtype))
-            if t > 0:
-                grad = torch.baddbmm(incoming[t - 1], aheads[t], weights[t]).squeeze(-1)
-        # the weights of every position at once: near_t[k] read a_{t-1}[j - k] for every j
-        windows = padded[:, :-1].unfold(2, 3, 1)  # [batch, tgt, src, 3]: (a[j - 2], a[j - 1], a[j])
-        grad_near = (grad_scores.unsqueeze(2) @ windows).squeeze(2).flip(-1)
-        return grad_scores, grad_near, None
+            grad = grad_attention[:, t] if from_later is None else grad_attention[:, t] + from_later
+            if grad_cover is not None:  # a_t is part of c_{t+1}, c_{t+2}, ...
+                grad = grad + grad_cover
+            if grad_losses is not None and cover is not None:  # min(a, c) sends its gradient to the smaller, half at ties
+                share = grad_losses[:, t, None] * (attention[:, t] < cover[:, t]).to(grad.dtype)
+                tie = grad_losses[:, t, None] * (attention[:, t] == cover[:, t]).to(grad.dtype) * 0.5
+                grad = grad + share + tie
+            grad_scores[:, t] = torch._softmax_backward_data(grad, attention[:, t], -1, grad.dtype)
+            if weight is not None:
+                to_cover = weight[:, t] * grad_scores[:, t]
+                if grad_losses is not None:
+                    to_cover = to_cover + grad_losses[:, t, None] * (cover[:, t] < attention[:, t]).to(grad.dtype) + tie
+                grad_cover = to_cover if grad_cover is None else grad_cover + to_cover
+            if near is not None and t > 0:
+                from_later = (aheads[:, t] @ near[:, t].unsqueeze(-1)).squeeze(-1)
+        grad_near = grad_weight = None
+        if near is not None:  # near_t[k] read a_{t-1}[j - k] for every j
+            windows = padded[:, :-1].unfold(2, 3, 1)  # [batch, tgt, src, 3]: (a[j - 2], a[j - 1], a[j])
+            grad_near = (grad_scores.unsqueeze(2) @ windows).squeeze(2).flip(-1)
+        if weight is not None:
+            grad_weight = (grad_scores * cover[:, :-1]).sum(-1, keepdim=True)
+        return grad_scores, grad_near, grad_weight, None, None
 
 
 class CopyNatCache(EncoderDecoderCache):
-    """The KV cache of copynat's generate(), which also keeps what the copy head reads of earlier steps: the decoder
-    inputs so far (copy continuation) and each step's copy attention (location reads the last, coverage sums them);
-    and, like the cross-attention's keys and values, the copy attention's keys over the source, computed at the
-    first step. Beam search reorders all of it together; assisted decoding crops the steps."""
+    """The KV cache of copynat's generate(), which also keeps what the copy head reads of earlier steps: each step's
+    copy attention (location reads the last, coverage sums them); and, like the cross-attention's keys and values, the
+    copy attention's keys over the source, computed at the first step. Beam search reorders all of it together;
+    assisted decoding crops the steps."""
 
-    STEP_STATE = ("decoder_ids", "copy_attention")  # one entry a decoding step: what crop() cuts
-    BATCH_STATE = STEP_STATE + ("copy_keys",)  # one row a sequence: what beams reorder
+    BATCH_STATE = ("copy_attention", "copy_keys")  # one row a sequence: what beams reorder
 
     def __init__(self, config, max_cache_len: int | None = None):
         """`max_cache_len` makes the self-attention part a StaticCache of that many decoder positions (what
@@ -373,7 +348,6 @@ class CopyNatCache(EncoderDecoderCache):
         self_attention = (DynamicCache(config=config) if max_cache_len is None
                           else StaticCache(config=config, max_cache_len=max_cache_len))
         super().__init__(self_attention, DynamicCache(config=config))
-        self.decoder_ids: torch.Tensor | None = None  # [batch, steps]
         self.copy_attention: torch.Tensor | None = None  # [batch, steps, src]
         self.copy_keys: torch.Tensor | None = None  # [batch, src, d]: `CopyGenerator.source_keys`
 
@@ -381,11 +355,15 @@ class CopyNatCache(EncoderDecoderCache):
         """[batch, src]: the copy attention summed over the steps so far."""
         return None if self.copy_attention is None else self.copy_attention.sum(1)
 
-    def append(self, name: str, steps: torch.Tensor) -> torch.Tensor:
-        """Add this call's steps to `decoder_ids` or `copy_attention`; returns all steps so far."""
-        previous = getattr(self, name)
-        setattr(self, name, steps if previous is None else torch.cat((previous, steps), 1))
-        return getattr(self, name)
+    def copy_memory(self, with_coverage: bool) -> CopyMemory | None:
+        if self.copy_attention is None:
+            return None
+        return CopyMemory(self.copy_attention[:, -1], self.coverage() if with_coverage else None)
+
+    def remember_copy_attention(self, attention: torch.Tensor) -> None:
+        """Add this call's steps' copy attention ([batch, steps, src])."""
+        previous = self.copy_attention
+        self.copy_attention = attention if previous is None else torch.cat((previous, attention), 1)
 
     def _map_copy_state(self, function, names: tuple[str, ...] = BATCH_STATE) -> None:
         for name in names:
@@ -407,4 +385,4 @@ class CopyNatCache(EncoderDecoderCache):
     def crop(self, length: int) -> None:
         """Drop the last -`length` steps (transformers 5.25 accepts only that form) or keep the first `length`."""
         super().crop(length)
-        self._map_copy_state(lambda state: state[:, :length], self.STEP_STATE)
+        self._map_copy_state(lambda state: state[:, :length], ("copy_attention",))

@@ -11,7 +11,8 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 
 from .configuration_copynat import CopyNatConfig
-from .modeling_copynat import CopyNatEncoder, CopyNatPreTrainedModel, TokenEmbedding, source_padding_mask
+from .modeling_copynat import CopyNatEncoder, CopyNatPreTrainedModel
+from .transformer_blocks import TokenEmbedding, source_padding_mask
 
 __all__ = ["CopyNatEncoderOnlyModel", "CopyNatForSequenceClassification", "CopyNatForTokenClassification"]
 

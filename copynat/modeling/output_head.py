@@ -1,8 +1,6 @@
 """The one output head, shared by AT and NAT: each target position's decoder state -> the vocabulary projection with
 the copy mechanism mixed in, its loss, and its most likely token.
 
-`OutputHead` holds the methods; `CopyNatForConditionalGeneration` inherits them and builds the parts they use
-(`lm_head`, `copy_generator`, the `byte_token_classes`, `byte_token_bounds` and `word_piece_classes` buffers).
 This file is part of the Hub remote code: it imports only torch, transformers and its siblings.
 """
 
@@ -10,14 +8,14 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from transformers.cache_utils import Cache
+from torch import nn
 
+from .configuration_copynat import CopyNatConfig
 from .copy_completion import word_piece_classes
-from .copy_generator import CopyNatCache, CopyOutput, copy_runs
-from .generation_copynat import max_over_last_dim
+from .copy_generator import CopyGenerator, CopyNatCache, CopyOutput
 from .utf8_validity import byte_token_bounds, byte_token_classes
 
-__all__ = ["HeadOutput", "OutputHead", "whole_characters"]
+__all__ = ["HeadOutput", "OutputHead", "max_over_last_dim", "whole_characters"]
 
 
 class HeadOutput(NamedTuple):
@@ -35,49 +33,80 @@ def whole_characters(vocab_size: int) -> torch.Tensor:
     return torch.tensor([[0, 0, 0, 1]], dtype=torch.int8).repeat(vocab_size, 1)
 
 
-class OutputHead:
-    """The output head's methods (a mixin of `CopyNatForConditionalGeneration`)."""
+def max_over_last_dim(x: torch.Tensor, block: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, indices) of the maximum over the last dimension, first index on ties: torch.max(x, -1).
+
+    On CPU torch's max/argmax with indices runs a scalar loop (~1 ns an element, 0.24 ms on [32, 8000]); finding the
+    winning block of `block` columns with the vectorized amax and searching only that block is 3x faster."""
+    if x.device.type != "cpu" or x.shape[-1] < 4 * block:
+        return torch.max(x, dim=-1)
+    flat = x.reshape(-1, x.shape[-1])
+    whole = flat.shape[-1] - flat.shape[-1] % block
+    block_max = flat[:, :whole].unflatten(-1, (whole // block, block)).amax(-1)
+    if whole < flat.shape[-1]:
+        block_max = torch.cat((block_max, flat[:, whole:].amax(-1, keepdim=True)), dim=-1)
+    start = block_max.argmax(-1) * block  # the first block holding the row's maximum
+    columns = (start[:, None] + torch.arange(block, device=x.device)).clamp_max(flat.shape[-1] - 1)
+    values, offset = flat.gather(1, columns).max(-1)
+    return values.view(x.shape[:-1]), (start + offset).view(x.shape[:-1])
+
+
+class OutputHead(nn.Module):
+    """The output layer: decoder state -> vocabulary logits (`lm_head`, tied to the token embedding), mixed with the
+    copy distribution over the source (`copy_generator`, the pointer-generator) when `use_copy_mechanism` is on.
+
+    It also keeps what it knows of the tokenizer's pieces (`set_vocabulary`), saved with the weights: how each
+    byte-level piece begins and ends a UTF-8 character (`byte_token_classes`, `byte_token_bounds`) and a word
+    (`word_piece_classes`), which generate()'s constraints read."""
+
+    def __init__(self, config: CopyNatConfig):
+        super().__init__()
+        self.config = config
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.copy_generator = CopyGenerator(config) if config.use_copy_mechanism else None
+        # per piece, filled by set_vocabulary: how it begins and ends a UTF-8 character and a word
+        self.register_buffer("byte_token_classes", whole_characters(config.vocab_size), persistent=True)
+        self.register_buffer("byte_token_bounds", torch.zeros(config.vocab_size, 3, dtype=torch.int32), persistent=True)
+        self.register_buffer("word_piece_classes", torch.zeros(config.vocab_size, 3, dtype=torch.int8), persistent=True)
 
     def set_vocabulary(self, vocab: dict[str, int]) -> None:
-        """What the model needs to know of its tokenizer's pieces (`tokenizer.get_vocab()`), kept with its weights:
-        which pieces are the same text with and without a leading space (the copy head's respacing), and how each
-        byte-level piece begins and ends a UTF-8 character (so generate() never breaks one), and which pieces begin
-        or carry on a word (so generate() copies a source word whole). copynat-train calls it;
-        call it yourself after building a model around a tokenizer."""
+        """What the model needs to know of its tokenizer's pieces (`tokenizer.get_vocab()`): which pieces are the
+        same text with and without a leading space (the copy head's respacing), how each byte-level piece begins and
+        ends a UTF-8 character (so generate() never breaks one), and which pieces begin or carry on a word (so
+        generate() copies a source word whole)."""
         if self.copy_generator is not None and self.copy_generator.respace is not None:
             self.copy_generator.set_vocabulary(vocab)
-        table = byte_token_classes(vocab, self.byte_token_classes.shape[0])
-        self.byte_token_classes.copy_(table.to(self.byte_token_classes.device))
-        bounds = byte_token_bounds(vocab, self.byte_token_bounds.shape[0])
-        self.byte_token_bounds.copy_(bounds.to(self.byte_token_bounds.device))
-        table = word_piece_classes(vocab, self.word_piece_classes.shape[0])
-        self.word_piece_classes.copy_(table.to(self.word_piece_classes.device))
+        size = self.byte_token_classes.shape[0]
+        for buffer, table in ((self.byte_token_classes, byte_token_classes(vocab, size)),
+                              (self.byte_token_bounds, byte_token_bounds(vocab, size)),
+                              (self.word_piece_classes, word_piece_classes(vocab, size))):
+            buffer.copy_(table.to(buffer.device))
 
-    def copy_step_state(self, cache: Cache | None, decoder_input_ids: torch.Tensor | None):
-        """(CopyNatCache or None, decoder inputs so far) for the copy head. Continuation, location and coverage read
-        earlier steps: a cached step finds them in a CopyNatCache (generate() makes one), which this call extends."""
+    @property
+    def knows_vocabulary(self) -> bool:
+        """Whether `set_vocabulary` has run (the word table is all zeros until then)."""
+        return bool(self.word_piece_classes.any())
+
+    def copy_cache(self, cache) -> "CopyNatCache | None":
+        """The CopyNatCache in which the copy head keeps the earlier steps and the source's keys, or None. A copy head
+        that reads earlier steps (location, coverage) cannot go on from another cache that already holds steps."""
         copier = self.copy_generator
-        reads_history = copier is not None and copier.reads_earlier_steps
-        if cache is None or not reads_history:
-            return None, decoder_input_ids
-        if not isinstance(cache, CopyNatCache):
-            if cache.get_seq_length() > 0:
-                raise ValueError(f"this model's copy head reads the earlier decoding steps, which it keeps in a "
-                                 f"CopyNatCache; got a {type(cache).__name__}: pass CopyNatCache(model.config) (or "
-                                 "let generate() make one)")
-            return None, decoder_input_ids
-        if decoder_input_ids is None:
-            return cache, None
-        return cache, cache.append("decoder_ids", decoder_input_ids)
+        if cache is None or copier is None or hasattr(cache, "copy_memory"):  # a CopyNatCache, or drafted decoding's
+            return cache if copier is not None else None
+        if copier.reads_earlier_steps and cache.get_seq_length() > 0:
+            raise ValueError(f"this model's copy head reads the earlier decoding steps, which it keeps in a "
+                             f"CopyNatCache; got a {type(cache).__name__}: pass CopyNatCache(model.config) (or let "
+                             "generate() make one)")
+        return None
 
-    def output_head(self, decoder_states, decoder_inputs_embeds, encoder_states, source_ids, source_mask,
-                    mixture=True, decoder_history=None, cache: "CopyNatCache | None" = None,
-                    causal: bool = False) -> HeadOutput:
+    def forward(self, decoder_states: torch.Tensor, decoder_inputs_embeds: torch.Tensor, encoder_states: torch.Tensor,
+                source_ids: torch.Tensor | None, source_mask: torch.Tensor | None, mixture: bool = True,
+                causal: bool = False, cache: CopyNatCache | None = None) -> HeadOutput:
         """Decoder states -> HeadOutput(logits, p_gen, copy attention, vocab logits, copy). With the copy mechanism
         the logits are log p_mix, None when `mixture=False` (`token_loss` and `most_likely_tokens` do without).
-        `decoder_history` (the decoder input ids up to these positions) feeds the copy continuation; `causal`
-        decoding also runs location and coverage, which read the copy attention of the earlier steps: a `cache`
-        keeps it between generate() steps, and the copy attention's keys over the source."""
+        `causal` (autoregressive) positions also run location and coverage, which read the copy attention of the
+        earlier positions: a `cache` keeps it between generate() steps, and the copy attention's keys over the
+        source."""
         vocab_logits = self.lm_head(decoder_states)
         copier = self.copy_generator
         if copier is None:
@@ -85,23 +114,18 @@ class OutputHead:
         if source_ids is None:
             raise ValueError("the copy mechanism needs the source token ids: pass input_ids, or encoder_outputs "
                              "produced by this model's encoder (they carry source_ids)")
-        runs = None
-        if decoder_history is not None and copier.continuation is not None:
-            runs = copy_runs(copier.canonical_ids(decoder_history), copier.canonical_ids(source_ids),
-                             decoder_states.shape[1], copier.continuation_window, source_mask)
-        stepwise = causal and copier.attends_step_by_step
+        stepwise = causal and copier.reads_earlier_steps
         if cache is not None and cache.copy_keys is None:  # the source's keys, once a generate() call
             cache.copy_keys = copier.source_keys(encoder_states)
+        memory = cache.copy_memory(copier.coverage is not None) if stepwise and cache is not None else None
         copy = copier(vocab_logits, decoder_states, decoder_inputs_embeds, encoder_states, source_ids, source_mask,
-                      mixture=mixture, runs=runs, stepwise=stepwise,
-                      earlier=cache.copy_attention if stepwise and cache is not None else None,
+                      mixture=mixture, stepwise=stepwise, memory=memory,
                       keys=cache.copy_keys if cache is not None else None)
         if stepwise and cache is not None:
-            cache.append("copy_attention", copy.attention)
+            cache.remember_copy_attention(copy.attention)
         return HeadOutput(copy.log_mixture, copy.p_gen, copy.attention, vocab_logits, copy)
 
-    def token_loss(self, head: HeadOutput, labels: torch.Tensor, source_ids: torch.Tensor | None,
-                   source_mask: torch.Tensor | None) -> torch.Tensor:
+    def token_loss(self, head: HeadOutput, labels: torch.Tensor) -> torch.Tensor:
         """Summed (label-smoothed) cross-entropy of the output head over positions whose label is not -100."""
         smoothing = self.config.label_smoothing
         if self.copy_generator is None:
@@ -115,15 +139,16 @@ class OutputHead:
         return (1.0 - smoothing) * nll - smoothing * mean.masked_fill(~valid, 0.0).sum()
 
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities from the head's `logits` (already log p_mix with the copy mechanism)."""
         return logits if self.copy_generator is not None else logits.float().log_softmax(-1)
 
-    def most_likely_tokens(self, head: HeadOutput, source_ids: torch.Tensor | None, overwrite_logits: bool = False,
-                           allow_mask: bool = False, mask_penalty: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    def most_likely_tokens(self, head: HeadOutput, overwrite_logits: bool = False, allow_mask: bool = False,
+                           mask_penalty: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """(log-prob, id) of the most likely token other than `<mask>` at each position, from
-        `output_head(..., mixture=False)`: the [batch, tgt, vocab] distribution is never built (parallel decoding needs
-        only the winners).
-        `overwrite_logits=True` lets it use `head.vocab_logits` as scratch space (parallel decoding drops them);
-        `allow_mask=True` lets `<mask>` win (CTC's blank), its log-prob lowered by `mask_penalty`."""
+        `forward(..., mixture=False)`: the [batch, tgt, vocab] distribution is never built (parallel decoding needs
+        only the winners). `overwrite_logits=True` lets it use `head.vocab_logits` as scratch space (parallel
+        decoding drops them); `allow_mask=True` lets `<mask>` win (CTC's blank), its log-prob lowered by
+        `mask_penalty`."""
         logits = head.vocab_logits.float()
         if logits is head.vocab_logits and not overwrite_logits:
             logits = logits.clone()

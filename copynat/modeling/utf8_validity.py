@@ -104,12 +104,13 @@ class Utf8ValidityLogitsProcessor(LogitsProcessor):
     more."""
 
     def __init__(self, classes: torch.Tensor, max_new_tokens: int | None = None, max_length: int | None = None,
-                 lookback: int = 4, bounds: torch.Tensor | None = None):
+                 lookback: int = 4, bounds: torch.Tensor | None = None, pad_token_id: int | None = None):
         """`classes`: `byte_token_classes` of the model's whole vocabulary (one row per logit). With generate()'s
         length limit (`max_new_tokens`, or else `max_length`), a character is only begun when the steps left can
         finish it, so the limit cannot cut one either. `bounds` (`byte_token_bounds`; all zero or None: unknown)
         also holds the byte after a lead such as 0xE0 to its narrower range, so no overlong form or surrogate slips
-        through."""
+        through. With `pad_token_id`, a row's length is its count of other tokens: rows left-padded to a common
+        length (drafted decoding) each keep their own budget."""
         self.leading = classes[:, 0].long()
         self.continuations_only = classes[:, 1].bool()
         self.open_after = classes[:, 2].long()
@@ -118,6 +119,7 @@ class Utf8ValidityLogitsProcessor(LogitsProcessor):
         self.first_byte, self.next_low, self.next_high = bounds.long().unbind(1) if known else (None, None, None)
         self.lookback = lookback  # a character has at most 3 continuation bytes, so 4 pieces always reach its start
         self.max_new_tokens, self.max_length = max_new_tokens, None if max_new_tokens is not None else max_length
+        self.pad_token_id = pad_token_id
 
     def open_bytes(self, input_ids: torch.LongTensor) -> torch.LongTensor:
         """[batch]: continuation bytes the last character of each sequence still needs."""
@@ -145,8 +147,9 @@ class Utf8ValidityLogitsProcessor(LogitsProcessor):
         if self.max_length is None and self.max_new_tokens is not None:  # the first call sees the prompt
             self.max_length = input_ids.shape[1] + self.max_new_tokens
         if self.max_length is not None:
-            steps_after_this = self.max_length - input_ids.shape[1] - 1
-            if steps_after_this >= 0:  # one continuation byte per step is always possible
-                still_open = torch.where(self.continuations_only, needed - self.leading, self.open_after)
-                allowed &= still_open <= steps_after_this
+            lengths = input_ids.shape[1] if self.pad_token_id is None else (input_ids != self.pad_token_id).sum(1)
+            steps_after_this = torch.as_tensor(self.max_length - lengths - 1, device=scores.device).reshape(-1, 1)
+            still_open = torch.where(self.continuations_only, needed - self.leading, self.open_after)
+            # one continuation byte per step is always possible; past the limit nothing is constrained
+            allowed &= (still_open <= steps_after_this) | (steps_after_this < 0)
         return scores.masked_fill(~allowed, float("-inf"))

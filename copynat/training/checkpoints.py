@@ -166,7 +166,7 @@ def load_model_weights(model, checkpoint: Path) -> None:
         weights = torch.load(checkpoint / "pytorch_model.bin", map_location="cpu", weights_only=True)
     weights = {k.removeprefix("module."): v for k, v in weights.items()}
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    tied = {"lm_head.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight"}
+    tied = {"output_head.lm_head.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight"}
     if unexpected or set(missing) - tied:
         raise RuntimeError(f"checkpoint {checkpoint} does not match the model: missing {sorted(set(missing) - tied)}, "
                            f"unexpected {sorted(unexpected)}")

@@ -165,7 +165,7 @@ def _plot_first(model, tokenizer, source_ids, attention_mask, generated, nat: bo
             # The parallel decoder's view of its final output (as in a last mask-predict pass with nothing masked).
             states = model.model.encoder(input_ids=src, attention_mask=mask).last_hidden_state
             target_mask = torch.ones_like(tokens)[None].bool()
-            embeds = model.nat_decoder_inputs(tokens[None], target_mask, src, mask.bool())
+            embeds = model.parallel_head.decoder_inputs(model.model.shared, tokens[None], target_mask, src, mask.bool())
             decoded = model.model.decoder(inputs_embeds=embeds, encoder_hidden_states=states,
                                           encoder_padding_mask=mask.bool(), decoder_padding_mask=target_mask,
                                           causal=False, use_cache=False, output_attentions=True)

@@ -64,7 +64,7 @@ def self_critical_loss(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     labels = _decoder_labels(sampled, config.decoder_start_token_id, config.eos_token_id, config.pad_token_id)
     decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels)  # teacher-forced on the sample
     logits = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
-    token_log_probs = model.log_probs(logits).gather(-1, labels.clamp_min(0)[..., None]).squeeze(-1)
+    token_log_probs = model.output_head.log_probs(logits).gather(-1, labels.clamp_min(0)[..., None]).squeeze(-1)
     sequence_log_prob = (token_log_probs * (labels != -100)).sum(1)
     loss = -(advantage * sequence_log_prob).mean()
     return loss, {"reward_sample": float(sample_reward.mean()), "reward_greedy": float(greedy_reward.mean())}

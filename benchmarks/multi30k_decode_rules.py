@@ -4,7 +4,11 @@ The AT rows of `benchmarks/multi30k.py` come from the decoding copynat-train doe
 decodes test_2016_flickr again with today's generate() defaults (whole copied words, loop guard, valid UTF-8) and
 with the word rule and loop guard off, so the price of the rules in BLEU is measured on the same weights.
 
-    python benchmarks/experiments/multi30k_decode_rules.py runs/multi30k/at-copy runs/multi30k-noaug30/at-copy
+    python benchmarks/multi30k_decode_rules.py runs/multi30k/at-copy runs/multi30k-noaug30/at-copy
+    python benchmarks/multi30k_decode_rules.py runs/multi30k/at-copy --data_dir path/to/multi30k   # a local copy
+
+Data: --dataset (default bentrevett/multi30k from the `datasets` Hub) or --data_dir. Writes
+benchmarks/results/multi30k_decode_rules/<model folders>_<date>_<commit>.json.
 """
 
 import argparse
@@ -15,8 +19,8 @@ from pathlib import Path
 import sacrebleu
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common  # noqa: E402
 from multi30k import name_keeping  # noqa: E402
 
 
@@ -33,9 +37,10 @@ def translate(model, tokenizer, sources: list[str], **settings) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "multi30k")
+    common.add_multi30k_flags(parser)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    args.data = common.multi30k_dir(args)
     torch.set_num_threads(args.threads)
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -61,9 +66,9 @@ def main() -> None:
         rows["names"] = {k: v for k, v in names.items() if k != "examples"}
         print(path, "names", json.dumps(rows["names"])[:300], flush=True)
         results[str(path)] = rows
-    out = ROOT / "benchmarks" / "results" / "multi30k_decode_rules.json"
-    out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
     print(json.dumps(results, indent=1, ensure_ascii=False))
+    name = "+".join(path.parent.name + "-" + path.name for path in args.models)
+    print(f"results: {common.write_result('multi30k_decode_rules', name, {'models': results})}")
 
 
 if __name__ == "__main__":
