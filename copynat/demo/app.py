@@ -140,7 +140,7 @@ def build_demo(generator, title: str = "copynat"):
         outputs = []
         with gr.Row():
             for heading in decodings:
-                with gr.Column():
+                with gr.Column(min_width=220):
                     outputs.append(gr.HighlightedText(label=heading, color_map=COLORS, show_inline_category=False))
                     outputs.append(gr.Markdown(elem_classes=["cn-latency"]))
         if unusable:
