@@ -75,7 +75,7 @@ def test_beams_return_several_sequences_and_refine_the_preset(generator):
 
 
 def test_drafted_decoding_equals_greedy(generator):
-    """Drafted decoding (issue 30): the output of greedy at parallel speed. Runs once generate(draft=...) exists."""
+    """Drafted decoding (issue 30): the output of greedy at parallel speed."""
     try:
         generator.model.generate(**generator.tokenizer(["a"], return_tensors="pt"), draft="parallel",
                                  max_new_tokens=2)

@@ -44,7 +44,7 @@ DECODINGS: dict[str, dict[str, Any]] = {
     "parallel": {"non_autoregressive": True, "nat_iterations": 1},  # one parallel pass (vanilla NAT)
     "mask_predict": {"non_autoregressive": True, "nat_iterations": 4},  # parallel passes with refinement
     # Drafted decoding (issue 30): the parallel decoder drafts, the autoregressive decoder verifies; same output as
-    # greedy. Passed through to generate(draft="parallel"); its pipeline test comes with the issue's code.
+    # greedy, at parallel speed. Passed through to generate(draft="parallel").
     "drafted": {"draft": "parallel", "num_beams": 1, "do_sample": False},
 }
 #: generate() arguments copynat adds to transformers' (see CopyNatForConditionalGeneration.generate).
