@@ -1,7 +1,7 @@
 """Streaming (issue 31): generate(streamer=...) with transformers' TextIteratorStreamer, as chat-like apps use it.
 
 Autoregressive decodings stream through transformers' own loop, one token at a time; parallel decodings hand over
-their whole output at once. The streamed text is generate()'s text, and no chunk holds a broken UTF-8 character
+their whole output at once; drafted decoding hands over each verified chunk. The streamed text is generate()'s text, and no chunk holds a broken UTF-8 character
 (byte-level pieces split CJK characters and emoji; a chunk must never end inside one).
 """
 
@@ -18,6 +18,7 @@ DECODINGS = {
     "sample": {"do_sample": True, "top_k": 20},
     "parallel": {"non_autoregressive": True, "nat_iterations": 1},
     "mask_predict": {"non_autoregressive": True, "nat_iterations": 4},
+    "drafted": {"draft": "parallel"},  # issue 30: the verified chunks of the parallel draft
 }
 
 
@@ -64,6 +65,8 @@ def test_streamed_text_is_generates_text(model_and_tokenizer, decoding, source):
     assert sum(recorder.puts[1:], []) == direct[0, 1:].tolist()
     if DECODINGS[decoding].get("non_autoregressive"):
         assert len(recorder.puts) == 2  # decided at once, handed over at once
+    elif "draft" in DECODINGS[decoding]:
+        assert all(recorder.puts[1:])  # each verified chunk as it is kept
     else:
         assert all(len(put) == 1 for put in recorder.puts[1:])  # one token as each is decided
 
