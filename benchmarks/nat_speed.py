@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
 
 from copynat import CopyNatConfig, CopyNatForConditionalGeneration, packed_cpu_kernels  # noqa: E402
-from copynat.modeling.generation_copynat import _cut_after_eos  # noqa: E402
+from copynat.modeling.parallel_decoding import _cut_after_eos  # noqa: E402
 
 NAME = "nat_speed"
 SOURCE_LEN, TARGET_LEN = 32, 32
@@ -71,7 +71,8 @@ CASES = {"at": "AT greedy (KV cache)", "nat1": "NAT one pass", "mp4": "mask-pred
 def build_model(use_copy_mechanism: bool, **sizes) -> CopyNatForConditionalGeneration:
     torch.manual_seed(0)
     model = CopyNatForConditionalGeneration(CopyNatConfig(
-        **{**common.MODEL_SIZE, **sizes}, decoder_mode="hybrid", use_copy_mechanism=use_copy_mechanism))
+        **{**common.MODEL_SIZE, **sizes}, decoder_mode="hybrid", nat_training="cmlm",
+        use_copy_mechanism=use_copy_mechanism))
     force_length(model, TARGET_LEN, SOURCE_LEN)
     return model.eval()
 
@@ -79,7 +80,7 @@ def build_model(use_copy_mechanism: bool, **sizes) -> CopyNatForConditionalGener
 @torch.no_grad()
 def force_length(model: CopyNatForConditionalGeneration, target_length: int, source_length: int) -> int:
     """Make the length predictor predict `target_length` for every source of `source_length` real tokens."""
-    predictor = model.length_predictor
+    predictor = model.parallel_head.length_predictor
     target_class = int(predictor.length_to_class(torch.tensor([target_length]), torch.tensor([source_length]))[0])
     predictor.classifier.weight.zero_()
     predictor.classifier.bias.zero_()
@@ -330,23 +331,24 @@ def stage_breakdown(model, source, mask, repeats: int) -> dict:
     states, source_mask = encoder.last_hidden_state, mask.bool()
     target_mask = torch.ones(source.shape[0], TARGET_LEN, dtype=torch.bool)
     tokens = torch.full(target_mask.shape, config.mask_token_id)
-    embeds = model.nat_decoder_inputs(tokens, target_mask, source, source_mask)
+    embeds = model.parallel_head.decoder_inputs(model.model.shared, tokens, target_mask, source, source_mask)
     decoded = model.model.decoder(inputs_embeds=embeds, encoder_hidden_states=states, encoder_padding_mask=source_mask,
                                   decoder_padding_mask=target_mask, causal=False, use_cache=False).last_hidden_state
-    vocab_logits = model.lm_head(decoded)
+    vocab_logits = model.output_head.lm_head(decoded)
     head = model.output_head(decoded, embeds, states, source, source_mask, mixture=False)
     stages = {
         "encoder": lambda: model.model.encoder(input_ids=source, attention_mask=mask),
-        "length predictor": lambda: model.length_predictor(states, source_mask).float().log_softmax(-1).topk(1),
+        "length predictor": lambda: model.parallel_head.length_predictor(states, source_mask).float().log_softmax(
+            -1).topk(1),
         "decoder stack (non-causal)": lambda: model.model.decoder(
             inputs_embeds=embeds, encoder_hidden_states=states, encoder_padding_mask=source_mask,
             decoder_padding_mask=target_mask, causal=False, use_cache=False),
-        "lm_head": lambda: model.lm_head(decoded),
+        "lm_head": lambda: model.output_head.lm_head(decoded),
     }
     if model.copy_generator is not None:
         stages["copy attention + gate (CopyGenerator)"] = lambda: model.copy_generator(
             vocab_logits, decoded, embeds, states, source, source_mask, mixture=False)
-    stages["most_likely_tokens (on a copy of the logits)"] = lambda: model.most_likely_tokens(head, source)
+    stages["most_likely_tokens (on a copy of the logits)"] = lambda: model.output_head.most_likely_tokens(head)
     stages["_cut_after_eos"] = lambda: _cut_after_eos(tokens, target_mask, config)
     stages["whole NAT generate()"] = lambda: model.generate(source, attention_mask=mask, non_autoregressive=True)
     times = common.time_interleaved(stages, repeats=repeats, warmup=1)  # the default path: plain PyTorch

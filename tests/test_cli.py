@@ -32,7 +32,7 @@ def echo_files(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained_model(echo_files, tmp_path_factory) -> Path:
-    """A tiny hybrid (AT + NAT, copy) model trained for a few seconds through copynat-train."""
+    """A tiny hybrid (AT + mask-predict NAT, copy) model trained for a few seconds through copynat-train."""
     out = tmp_path_factory.mktemp("model") / "run"
     argv = ["--train_file", str(echo_files / "train.jsonl"), "--validation_file", str(echo_files / "validation.jsonl"),
             "--output_dir", str(out), "--vocab_size", "300", "--d_model", "32", "--ffn_dim", "64", "--heads", "2",
@@ -97,6 +97,18 @@ def test_bad_arguments_give_one_line_errors(tmp_path, capsys, echo_files):
     with pytest.raises(SystemExit) as exit_info:  # argparse: unknown flag
         train_main([*base, "--no_such_flag", "1"])
     assert exit_info.value.code == 2
+
+
+def test_the_main_command_builds_a_hybrid_ctc_model_unless_told_otherwise():
+    """copynat-train with no arguments (the echo task) trains both decoders, the parallel one with CTC; a model flag
+    wins, and data of one's own keeps the config's defaults."""
+    model_args, _, _ = parse_train_args([])
+    settings = model_args.new_model_config(echo=True)
+    assert (settings["decoder_mode"], settings["nat_training"]) == ("hybrid", "ctc")
+    model_args, _, _ = parse_train_args(["--decoder_mode", "ar"])
+    assert model_args.new_model_config(echo=True)["decoder_mode"] == "ar"
+    model_args, _, _ = parse_train_args(["--train_file", "t.jsonl"])
+    assert "decoder_mode" not in model_args.new_model_config(echo=False)
 
 
 def test_yaml_and_json_argument_files(tmp_path):

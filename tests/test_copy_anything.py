@@ -383,9 +383,9 @@ def test_generate_copies_source_words_whole_once_the_vocabulary_is_set():
 
     torch.manual_seed(3)
     model = _random_model()
-    assert bool(model.word_piece_classes.any())
+    assert bool(model.output_head.word_piece_classes.any())
     source = torch.randint(5, VOCAB, (6, 10), generator=torch.Generator().manual_seed(2))
-    classes, canonical = model.word_piece_classes, model.copy_generator.canonical_ids(torch.arange(VOCAB))
+    classes, canonical = model.output_head.word_piece_classes, model.copy_generator.canonical_ids(torch.arange(VOCAB))
     for settings in ({}, {"num_beams": 3}):
         out = model.generate(source, max_new_tokens=12, **settings)
         checker = CopiedWordCompletionLogitsProcessor(source, classes, canonical, pad_token_id=0)
@@ -397,5 +397,5 @@ def test_generate_copies_source_words_whole_once_the_vocabulary_is_set():
         assert not any(repeats_beyond_source(row[1:], src) for row, src in zip(out.tolist(), source.tolist()))
     free = model.generate(source, max_new_tokens=12, complete_copied_words=False, stop_loops=False)
     assert any(repeats_beyond_source(row[1:], src) for row, src in zip(free.tolist(), source.tolist()))
-    model.word_piece_classes.zero_()  # a vocabulary never set: nothing to constrain
+    model.output_head.word_piece_classes.zero_()  # a vocabulary never set: nothing to constrain
     assert torch.equal(model.generate(source, max_new_tokens=12), free)

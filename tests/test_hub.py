@@ -6,10 +6,12 @@ Hub, with copynat blocked (``trust_remote_code=True``) and then with copynat.
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +23,7 @@ from copynat.training.hub import (
     push_folder,
     push_main,
 )
-from copynat.training.model_card import TEMPLATE_PATH, write_model_card
+from copynat.training.model_card import MODEL_CARDS_DIR, write_model_card
 
 REPO = "org/copynat-tiny"
 #: Published files of a copynat-train output folder (+ .gitattributes of the new repo).
@@ -227,9 +229,6 @@ def test_card_options_translation_data_and_refresh(folder, tmp_path):
 
     from copynat.training import model_card
 
-    assert model_card._FALLBACK_TEMPLATE == TEMPLATE_PATH.read_text(encoding="utf-8"), \
-        "model_card._FALLBACK_TEMPLATE must be a copy of model_cards/template.md (for installs without the repo)"
-
     # a translation run on a Hub data set (training_args.json says so), saved without results.json
     run = json.loads((folder / "training_args.json").read_text())
     run["data_args"].update(source_lang="en", target_lang="de", dataset_name="bentrevett/multi30k",
@@ -266,9 +265,38 @@ def test_card_options_translation_data_and_refresh(folder, tmp_path):
     assert ModelCard.load(tmp_path / "card.md").data.license == "cc-by-4.0"
     assert model_card.card_main([str(tmp_path / "nowhere")]) == 2
     # the reference cards kept in model_cards/ parse, carry their scores and were written by this code
-    for path in sorted(TEMPLATE_PATH.parent.glob("*.md")):
-        if path != TEMPLATE_PATH:
-            assert model_card.is_copynat_card(path) and ModelCard.load(path).data.eval_results, path
+    references = sorted(MODEL_CARDS_DIR.glob("*.md"))
+    assert references
+    for path in references:
+        assert model_card.is_copynat_card(path) and ModelCard.load(path).data.eval_results, path
+
+
+def test_an_installed_wheel_renders_cards_from_its_packaged_template(folder, tmp_path):
+    """The template ships inside the package: copynat-card works from a wheel, with no source checkout around."""
+    import zipfile
+
+    root, source = Path(__file__).resolve().parents[1], tmp_path / "source"  # built from a copy: no scratch here
+    shutil.copytree(root / "copynat", source / "copynat", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(root / name, source / name)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+                            "-q", "-w", str(tmp_path / "wheel")], capture_output=True, text=True, cwd=tmp_path)
+    assert built.returncode == 0, built.stderr[-2000:]
+    installed = tmp_path / "site"
+    with zipfile.ZipFile(next((tmp_path / "wheel").glob("copynat-*.whl"))) as wheel:
+        assert "copynat/training/templates/model_card.md" in wheel.namelist()
+        wheel.extractall(installed)
+    script = textwrap.dedent(f"""
+        import copynat, sys
+        assert copynat.__file__.startswith({str(installed)!r}), copynat.__file__
+        from copynat.training.model_card import card_main
+        sys.exit(card_main([{str(folder)!r}, "--output", {str(tmp_path / "card.md")!r}]))
+    """)
+    env = {**os.environ, "PYTHONPATH": str(installed)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = (tmp_path / "card.md").read_text(encoding="utf-8")
+    assert "## How to use" in text and "copynat-model-card" in text
 
 
 def test_copynat_push_cli(hub_server, folder, tmp_path, capsys, monkeypatch):

@@ -206,7 +206,7 @@ def test_save_is_safetensors_only_and_reload_is_identical(tmp_path):
     assert {"configuration_copynat.py", "modeling_copynat.py", "generation_copynat.py"} <= files
     loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
     assert type(loaded) is CopyNatForConditionalGeneration
-    assert loaded.lm_head.weight is loaded.model.shared.weight is loaded.model.encoder.embed_tokens.weight
+    assert loaded.output_head.lm_head.weight is loaded.model.shared.weight is loaded.model.encoder.embed_tokens.weight
     input_ids, attention_mask, labels = batch()
     a = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
     b = loaded(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
@@ -225,7 +225,7 @@ def test_untied_output_projection_round_trips(tmp_path):
     assert model.model.decoder.embed_tokens.weight is model.model.shared.weight
     model.save_pretrained(tmp_path)
     loaded = CopyNatForConditionalGeneration.from_pretrained(tmp_path)
-    assert torch.equal(loaded.lm_head.weight, model.output_head.lm_head.weight)
+    assert torch.equal(loaded.output_head.lm_head.weight, model.output_head.lm_head.weight)
 
 
 def test_loading_refuses_pickle_weights(tmp_path):

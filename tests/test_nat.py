@@ -382,7 +382,8 @@ bystander = torch.nn.Linear(4, 4)
 import copynat
 from copynat import CopyNatConfig, CopyNatForConditionalGeneration
 config = CopyNatConfig(vocab_size=64, d_model=32, encoder_layers=1, decoder_layers=1, encoder_ffn_dim=64,
-                       decoder_ffn_dim=64, decoder_mode="hybrid", max_position_embeddings=64, length_classes=32)
+                       decoder_ffn_dim=64, decoder_mode="hybrid", nat_training="cmlm", max_position_embeddings=64,
+                       length_classes=32)
 model = CopyNatForConditionalGeneration(config)
 before = {id(m): dict(vars(m)).keys() for m in model.modules()}
 source = torch.randint(5, 64, (2, 6))
@@ -435,10 +436,10 @@ def test_a_student_from_an_at_teacher_keeps_its_at_outputs_before_any_nat_update
 
     torch.manual_seed(0)
     teacher = CopyNatForConditionalGeneration(tiny_config(decoder_mode="ar")).eval()
-    assert teacher.length_predictor is None
+    assert teacher.parallel_head is None
     teacher.save_pretrained(tmp_path)
     student = AutoModelForSeq2SeqLM.from_pretrained(tmp_path, decoder_mode="hybrid", nat_training="glancing").eval()
-    assert student.config.decoder_mode == "hybrid" and student.length_predictor is not None
+    assert student.config.decoder_mode == "hybrid" and student.parallel_head.length_predictor is not None
     source = torch.randint(5, VOCAB, (3, 7), generator=torch.Generator().manual_seed(1))
     for settings in ({}, {"num_beams": 3}):
         assert torch.equal(student.generate(source, max_new_tokens=8, **settings),
@@ -602,7 +603,7 @@ def test_hybrid_ctc_student_starts_from_its_at_teacher(tmp_path):
     teacher = CopyNatForConditionalGeneration(tiny_config(decoder_mode="ar")).eval()
     teacher.save_pretrained(tmp_path)
     student = AutoModelForSeq2SeqLM.from_pretrained(tmp_path, decoder_mode="hybrid", nat_training="ctc").eval()
-    assert student.length_predictor is None
+    assert student.parallel_head.length_predictor is None
     source = torch.randint(5, VOCAB, (3, 7), generator=torch.Generator().manual_seed(1))
     assert torch.equal(student.generate(source, max_new_tokens=8), teacher.generate(source, max_new_tokens=8))
     labels = torch.cat((source, torch.full((3, 1), 2)), dim=1)
@@ -610,3 +611,44 @@ def test_hybrid_ctc_student_starts_from_its_at_teacher(tmp_path):
     assert out.ar_loss is not None and out.nat_loss is not None and out.length_loss is None
     out.loss.backward()
     assert all(p.grad is not None for p in student.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("use_copy_mechanism", [True, False])
+def test_ctc_loss_reads_the_blank_and_the_targets_only_and_equals_ctc_over_the_whole_vocabulary(use_copy_mechanism):
+    """Training's CTC loss gathers each slot's log-probability of the blank and of its row's labels (a repeated
+    label keeps needing a blank between): the same loss and gradients as F.ctc_loss over the full distribution."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = CopyNatForConditionalGeneration(tiny_config(decoder_mode="nat", nat_training="ctc",
+                                                        use_copy_mechanism=use_copy_mechanism)).double().eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.3)
+    source = torch.randint(5, VOCAB, (3, 7), generator=torch.Generator().manual_seed(1))
+    source[2, 5:] = model.config.pad_token_id
+    labels = torch.tensor([[7, 7, 9, 9, 9, 2], [5, 6, 5, 6, 2, -100], [8, 8, 2, -100, -100, -100]])
+    mask = (source != model.config.pad_token_id).long()
+    ours = model(input_ids=source, attention_mask=mask, labels=labels).nat_loss
+    encoder = model.model.encoder(input_ids=source, attention_mask=mask)
+    tokens, slots = model.parallel_head.ctc_slots(source, mask.bool())
+    head = model.nat_pass(tokens, slots, encoder.last_hidden_state, source, mask.bool())
+    log_probs = model.output_head.log_probs(head.logits).transpose(0, 1)
+    lengths = (labels != -100).sum(1)
+    reference = F.ctc_loss(log_probs, labels.clamp_min(0), slots.sum(1), lengths, blank=model.config.mask_token_id,
+                           reduction="sum", zero_infinity=True) / lengths.sum()
+    torch.testing.assert_close(ours, reference.detach(), rtol=1e-6, atol=1e-6)
+    gradients = []
+    for loss in (model(input_ids=source, attention_mask=mask, labels=labels).loss, None):
+        model.zero_grad()
+        if loss is None:
+            head = model.nat_pass(tokens, slots, model.model.encoder(input_ids=source, attention_mask=mask)
+                                  .last_hidden_state, source, mask.bool())
+            log_probs = model.output_head.log_probs(head.logits).transpose(0, 1)
+            loss = F.ctc_loss(log_probs, labels.clamp_min(0), slots.sum(1), lengths,
+                              blank=model.config.mask_token_id, reduction="sum", zero_infinity=True) / lengths.sum()
+        loss.backward()
+        gradients.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    for name in gradients[1]:
+        difference = (gradients[0][name] - gradients[1][name]).abs().max()
+        assert difference <= 1e-5 * gradients[1][name].abs().max() + 1e-7, (name, float(difference))

@@ -181,6 +181,114 @@ def test_end_to_end_run_saves_a_loadable_model(data_dir, tmp_path):
     assert nat[0, 0] == loaded.config.decoder_start_token_id
 
 
+def test_every_loss_term_the_model_returns_is_logged_by_name(data_dir, tmp_path):
+    """Coverage and guided attention included: metrics.jsonl's train and eval records carry each term the model
+    returned, under the output's own field name."""
+    out = tmp_path / "terms"
+    assert train_main(tiny_args(data_dir, out, "--decoder_mode", "hybrid", "--nat_training", "cmlm",
+                                "--copy_coverage", "true", "--guided_attention_weight", "0.5",
+                                "--eval_decoding", "greedy", "--eval_steps", "4", "--num_eval_samples", "8",
+                                steps=4)) == 0
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    terms = {"loss", "ar_loss", "nat_loss", "length_loss", "coverage_loss", "guided_attention_loss"}
+    for event in ("train", "eval"):
+        record = next(e for e in events if e["event"] == event)
+        assert terms <= set(record), (event, sorted(record))
+        assert all(math.isfinite(record[name]) for name in terms)
+
+
+def test_loss_terms_follow_the_output_fields_not_a_list():
+    from dataclasses import dataclass
+
+    from transformers.utils import ModelOutput
+
+    from copynat.training.step_log import loss_names_first, loss_terms
+
+    @dataclass
+    class Output(ModelOutput):
+        loss: torch.Tensor | None = None
+        logits: torch.Tensor | None = None
+        ar_loss: torch.Tensor | None = None
+        nat_loss: torch.Tensor | None = None
+        brand_new_loss: torch.Tensor | None = None
+
+    output = Output(loss=torch.tensor(3.0), logits=torch.zeros(2), ar_loss=torch.tensor(1.0),
+                    brand_new_loss=torch.tensor(2.0))
+    assert loss_names_first(loss_terms(output)) == ["loss", "ar_loss", "brand_new_loss"]  # unset nat_loss: absent
+
+
+def test_the_default_run_draws_its_training_curves(data_dir, tmp_path, monkeypatch, caplog):
+    """--plot is on by default and matplotlib is a dependency: training_curves.png appears with no flag; without
+    matplotlib the run still finishes and says why there is no PNG."""
+    def default_plot(args: list[str]) -> list[str]:  # tiny_args turns the plot off: drop "--plot false"
+        at = args.index("--plot")
+        return args[:at] + args[at + 2:]
+
+    assert train_main(default_plot(tiny_args(data_dir, tmp_path / "run", steps=10))) == 0
+    assert (tmp_path / "run" / "training_curves.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # uninstalled: the import fails
+    with caplog.at_level("WARNING", logger="copynat.training"):
+        assert train_main(default_plot(tiny_args(data_dir, tmp_path / "bare", steps=2))) == 0
+    assert not (tmp_path / "bare" / "training_curves.png").exists()
+    assert "matplotlib is not installed" in caplog.text and "no PNG drawn" in caplog.text
+
+
+def _without(args: list[str], flag: str) -> list[str]:
+    at = args.index(flag)
+    return args[:at] + args[at + 2:]
+
+
+def test_accumulated_epoch_in_bf16_ends_with_the_smaller_last_group(data_dir, tmp_path):
+    """--gradient_accumulation_steps 3 over one epoch: ceil(batches / 3) updates, the last one over the batches
+    left; bf16 autocast on the CPU trains to finite losses."""
+    out = tmp_path / "accumulated"
+    argv = _without(tiny_args(data_dir, out, "--gradient_accumulation_steps", "3", "--num_epochs", "1",
+                              "--mixed_precision", "bf16", "--eval_steps", "1000", "--logging_steps", "1"),
+                    "--max_steps")
+    assert train_main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    resolved = json.loads((out / "training_args.json").read_text())["resolved"]
+    assert results["training"]["steps"] == resolved["max_steps"] == resolved["steps_per_epoch"]
+    assert results["training"]["epochs"] == 1.0 and results["training"]["mixed_precision"] == "bf16"
+    train_events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+                    if json.loads(line)["event"] == "train"]
+    assert [e["step"] for e in train_events] == list(range(1, resolved["max_steps"] + 1))
+    assert all(math.isfinite(e["loss"]) for e in train_events)
+
+
+def test_early_stopping_stops_after_patience_evaluations_without_gain(data_dir, tmp_path):
+    out = tmp_path / "stopped"  # a learning rate too small to change BLEU: the second evaluation is no better
+    argv = tiny_args(data_dir, out, "--early_stopping_patience", "1", "--eval_steps", "2", "--learning_rate", "1e-9",
+                     steps=30)
+    assert train_main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["training"]["stop_reason"] == "early_stopping" and results["training"]["stopped_early"]
+    assert results["training"]["steps"] == 4 and results["selection"]["best_step"] == 2
+
+
+def test_a_stop_signal_checkpoints_the_step_and_resume_finishes(data_dir, tmp_path, monkeypatch, capsys):
+    """Ctrl-C (SIGINT/SIGTERM): the step is checkpointed, copynat-train exits 130 naming --resume, and --resume
+    finishes the run."""
+    class SignalledAtOnce(loop.StopSignals):
+        def __enter__(self):
+            super().__enter__()
+            self.requested = "SIGINT"
+            return self
+
+    out = tmp_path / "signalled"
+    argv = tiny_args(data_dir, out, steps=6)
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "StopSignals", SignalledAtOnce)
+        assert train_main(argv) == 130
+    assert "--resume" in capsys.readouterr().err
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-00000001"
+    assert not (out / "results.json").exists()
+    assert train_main([*argv, "--resume"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["training"]["steps"] == 6 and results["training"]["resumed_from"].endswith("step-00000001")
+
+
 def test_a_ctc_run_picks_its_blank_penalty_on_validation_and_saves_it(data_dir, tmp_path, capsys):
     """copynat-train --nat_training ctc: one-pass validation BLEU for each blank penalty, the best (the smallest on
     ties) saved in generation_config.json, which the loaded model decodes with; the final validation figures are
@@ -215,6 +323,30 @@ def test_a_ctc_run_picks_its_blank_penalty_on_validation_and_saves_it(data_dir, 
     with pytest.raises(SystemExit) as exit_info:
         train_main(tiny_args(data_dir, tmp_path / "bad", "--ctc_blank_penalty", "1", steps=2))
     assert exit_info.value.code == 2 and "--ctc_blank_penalty applies to CTC models" in capsys.readouterr().err
+
+
+def test_the_blank_penalty_choice_keeps_the_entity_copy_rate(data_dir):
+    """On the echo task the validation figures of a CTC model's parallel pass come from the blank-penalty choice:
+    they carry the entity copy rate like every other decoding's."""
+    from accelerate import Accelerator
+
+    from copynat import train_tokenizer
+    from copynat.training.data import DataArguments, load_raw_datasets, tokenize_datasets
+    from copynat.training.evaluation import select_ctc_blank_penalty
+
+    raw = load_raw_datasets(DataArguments(train_file=str(data_dir / "train.jsonl"),
+                                          validation_file=str(data_dir / "validation.jsonl")))
+    tokenizer = train_tokenizer(raw["train"]["target"], 300)
+    validation = tokenize_datasets(raw, tokenizer, DataArguments(max_source_length=48, max_target_length=48))["validation"]
+    config = tiny_config(vocab_size=len(tokenizer), decoder_mode="nat", nat_training="ctc", max_position_embeddings=128,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.bos_token_id,
+                         mask_token_id=tokenizer.mask_token_id)
+    model = CopyNatForConditionalGeneration(config).eval()
+    entities = [target.split()[:1] for target in validation["target"]]
+    chosen = select_ctc_blank_penalty(Accelerator(cpu=True), model, tokenizer, validation, batch_size=40,
+                                      max_new_tokens=20, penalties=(0.0, 1.0), entities=entities)
+    assert 0.0 <= chosen["metrics"]["entity_copy_rate"] <= 100.0 and set(chosen["bleu"]) == {0.0, 1.0}
 
 
 def test_time_budget_stops_evaluates_and_saves(data_dir, tmp_path, capsys):

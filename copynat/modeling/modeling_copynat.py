@@ -430,7 +430,7 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
         length_logits = self.parallel_head.length_logits(states, source_mask) if self.parallel_head else None
         if labels is not None and self.config.decoder_mode != "ar":
             parallel, parallel_losses = self.parallel_losses(labels, length_logits, states, source_ids, source_mask,
-                                                             mixture=return_logits)
+                                                             mixture=return_logits and head is None)
             losses.update(parallel_losses)
             head = head or parallel
         loss, losses = self.weighted_loss(losses, labels, kwargs.get("num_items_in_batch"))
@@ -502,10 +502,7 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
         parallel_head, config = self.parallel_head, self.config
         if parallel_head.is_ctc:
             tokens, predicted = parallel_head.ctc_slots(source_ids, source_mask)
-            head = self.nat_pass(tokens, predicted, encoder_states, source_ids, source_mask, mixture=True)
-            losses = parallel_head.losses(head, self.output_head, labels, predicted, None, source_ids, source_mask)
-            return (head if mixture else head._replace(logits=None)), losses
-        if config.nat_training == "glancing":
+        elif config.nat_training == "glancing":
             target_mask = labels != -100
             with torch.no_grad():
                 hidden = labels.masked_fill(~target_mask, config.pad_token_id).masked_fill(target_mask, config.mask_token_id)
@@ -514,7 +511,8 @@ class CopyNatForConditionalGeneration(CopyNatPreTrainedModel, GenerationMixin):
             tokens, predicted = parallel_head.glanced_targets(labels, guess)
         else:
             tokens, predicted = parallel_head.masked_targets(labels)
-        head = self.nat_pass(tokens, labels != -100, encoder_states, source_ids, source_mask, mixture=mixture)
+        target_mask = predicted if parallel_head.is_ctc else labels != -100
+        head = self.nat_pass(tokens, target_mask, encoder_states, source_ids, source_mask, mixture=mixture)
         return head, parallel_head.losses(head, self.output_head, labels, predicted, length_logits, source_ids,
                                           source_mask)
 

@@ -138,6 +138,21 @@ class OutputHead(nn.Module):
             return nll
         return (1.0 - smoothing) * nll - smoothing * mean.masked_fill(~valid, 0.0).sum()
 
+    def class_log_probs(self, head: HeadOutput, classes: torch.Tensor) -> torch.Tensor:
+        """log p(classes[b, k]) at every position, [batch, tgt, K] in fp32, from `forward(..., mixture=False)`:
+        the log-mixture gathered at a few tokens per row without building it over the vocabulary (clamped at 1e-10
+        as the full one is)."""
+        logits = head.vocab_logits.float()
+        index = classes[:, None, :].expand(-1, logits.shape[1], -1)
+        log_softmax = logits.gather(-1, index) - logits.logsumexp(-1, keepdim=True)
+        if self.copy_generator is None:
+            return log_softmax
+        copy = head.copy
+        holds = (copy.slot_ids[:, :, None] == classes[:, None, :]).to(copy.slot_attention.dtype)  # [batch, slots, K]
+        copied = copy.slot_attention @ holds
+        p_gen = copy.p_gen[..., None]
+        return (p_gen * log_softmax.exp() + (1.0 - p_gen) * copied).clamp_min(1e-10).log()
+
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         """Log-probabilities from the head's `logits` (already log p_mix with the copy mechanism)."""
         return logits if self.copy_generator is not None else logits.float().log_softmax(-1)

@@ -120,12 +120,31 @@ class ParallelHead(nn.Module):
                  slots: torch.Tensor) -> torch.Tensor:
         """CTC (Graves et al. 2006) of the targets over the upsampled pass, the `<mask>` id as the blank, summed over
         alignments, a mean over target tokens. A target longer than its slots allow (repeats need a blank between
-        them) costs nothing rather than inf."""
-        log_probs = output_head.log_probs(head.logits).float().transpose(0, 1)  # [slots, batch, vocab]
-        target_lengths = (labels != -100).sum(1)
-        loss = F.ctc_loss(log_probs, labels.clamp_min(0), slots.sum(1), target_lengths,
-                          blank=self.config.mask_token_id, reduction="sum", zero_infinity=True)
-        return loss / target_lengths.sum().clamp_min(1)
+        them) costs nothing rather than inf.
+
+        CTC reads a slot's log-probability of the blank and of the row's target tokens only, so those are all it gets
+        (`OutputHead.class_log_probs`): row b's classes are the blank and its labels in order, a label equal to the
+        one before it sharing that one's class (so a repeat still needs a blank between). The [batch, slots, vocab]
+        distribution is never built."""
+        valid = labels != -100
+        targets = labels.clamp_min(0)
+        fresh = torch.ones_like(valid)
+        fresh[:, 1:] = targets[:, 1:] != targets[:, :-1]
+        # 1.. per new label, 0 the blank; padding points at a last class of its own (CTC reads no target past a
+        # row's length, and no padding overwrites a label's class)
+        class_index = torch.cumsum(fresh & valid, dim=1).masked_fill(~valid, labels.shape[1] + 1)
+        classes = torch.full((labels.shape[0], labels.shape[1] + 2), self.config.mask_token_id, device=labels.device)
+        classes.scatter_(1, class_index, targets.masked_fill(~valid, self.config.mask_token_id))
+        log_probs = output_head.class_log_probs(head, classes).transpose(0, 1)  # [slots, batch, classes]
+        target_lengths = valid.sum(1)
+        per_row = F.ctc_loss(log_probs, class_index, slots.sum(1), target_lengths, blank=0, reduction="none",
+                             zero_infinity=True)
+        # torch's CTC backward assumes each slot's log-probs are a whole log-softmax and adds exp(log_probs) to their
+        # gradient (which a softmax's backward then cancels); here they are a few of the vocabulary's, so that term
+        # is taken out again, for the slots and rows torch gives a gradient (a row zeroed as infinite gets none).
+        counted = (per_row != 0)[None, :, None] & slots.t()[:, :, None]
+        spurious = (log_probs.exp() * counted).sum()
+        return (per_row.sum() - spurious + spurious.detach()) / target_lengths.sum().clamp_min(1)
 
     def losses(self, head: HeadOutput, output_head: OutputHead, labels: torch.Tensor, predicted: torch.Tensor,
                length_logits: torch.Tensor | None, source_ids: torch.Tensor,

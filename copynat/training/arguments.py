@@ -64,6 +64,9 @@ DEFAULT_LABEL_SMOOTHING = 0.1
 ECHO_VOCAB_SIZE = 2000
 ECHO_MAX_TOKENS = 1024
 ECHO_LABEL_SMOOTHING = 0.0
+#: The main command's model (the embedded echo task, no model flags): both decoders over one encoder, so a new
+#: user's first model decodes step by step and in one parallel pass (CTC: one pass, no length to predict).
+ECHO_MODEL = {"decoder_mode": "hybrid", "nat_training": "ctc"}
 
 
 def _arg(default: Any, help: str, **extra: Any) -> Any:
@@ -135,17 +138,20 @@ class ModelArguments:
               "embedded echo task).")
     use_copy_mechanism: bool | None = _arg(None, "Pointer-generator copy head (default true).")
     decoder_mode: str | None = _arg(
-        None, "Decoder objective: ar (autoregressive, teacher forcing), nat (non-autoregressive + length "
-              "predictor) or hybrid (both). Default ar.", choices=["ar", "nat", "hybrid"])
-    length_prediction: str | None = _arg(None, "NAT length predictor target: absolute or offset (default offset).",
+        None, "Decoder objective: ar (autoregressive, teacher forcing), nat (non-autoregressive: the parallel "
+              "decoder, trained as --nat_training says) or hybrid (both). Default ar; hybrid for the embedded echo "
+              "task.", choices=["ar", "nat", "hybrid"])
+    length_prediction: str | None = _arg(None, "cmlm / glancing: the length predictor's target, absolute or offset "
+                                               "(default offset). CTC predicts no length.",
                                          choices=["absolute", "offset"])
-    length_loss_weight: float | None = _arg(None, "Weight of the NAT length loss (default 0.1).")
-    nat_decoder_inputs: str | None = _arg(None, "NAT decoder inputs: mask (enables mask-predict) or copy_source.",
-                                          choices=["mask", "copy_source"])
+    length_loss_weight: float | None = _arg(None, "cmlm / glancing: weight of the NAT length loss (default 0.1).")
+    nat_decoder_inputs: str | None = _arg(None, "cmlm / glancing: NAT decoder inputs, mask (enables mask-predict) or "
+                                                "copy_source.", choices=["mask", "copy_source"])
     guided_attention_weight: float | None = _arg(None, "Weight of the diagonal guided-attention loss (default 0).")
-    nat_training: str | None = _arg(None, "How the parallel decoder learns: cmlm (Mask-Predict's masking, the "
-                                          "default), glancing (GLAT) or ctc (CTC over upsampled positions: no "
-                                          "length predictor, one-pass decoding).", choices=["cmlm", "glancing", "ctc"])
+    nat_training: str | None = _arg(None, "How the parallel decoder learns: ctc (the default, the best measured: CTC "
+                                          "over upsampled positions, no length predictor, one-pass decoding), cmlm "
+                                          "(Mask-Predict's masking, length predictor, mask-predict refinement) or "
+                                          "glancing (GLAT).", choices=["ctc", "cmlm", "glancing"])
     glancing_ratio: float | None = _arg(None, "Glancing: the share of a first pass's errors revealed (default 0.5).")
     ctc_upsample_ratio: int | None = _arg(None, "CTC: decoder positions per source token (default 2).")
     position_embedding_type: str | None = _arg(None, "Positions: sinusoidal, learned or rotary (default sinusoidal).",
@@ -184,7 +190,8 @@ class ModelArguments:
     def new_model_config(self, echo: bool = False) -> dict[str, Any]:
         """Preset values, then copynat's training defaults, then the overrides (no vocabulary yet)."""
         smoothing = ECHO_LABEL_SMOOTHING if echo else DEFAULT_LABEL_SMOOTHING
-        return {**PRESETS[self.preset], "label_smoothing": smoothing, **self.config_overrides()}
+        return {**PRESETS[self.preset], "label_smoothing": smoothing, **(ECHO_MODEL if echo else {}),
+                **self.config_overrides()}
 
 
 # ------------------------------------------------------------------------------------------ train
@@ -294,7 +301,8 @@ class TrainArguments:
     eval_steps: int | None = _arg(None, "Evaluate every N updates (default: 4 evaluations per run) and at the end.")
     eval_decoding: str | None = _arg(
         None, "Comma-separated decodings to evaluate: greedy, beamK, natN (N mask-predict passes), natNbK (length "
-              "beam K). The first one selects the best model. Default: greedy for ar models, 'nat4,nat1' for nat, "
+              "beam K). The first one selects the best model. Default: greedy for ar models; with CTC (the default "
+              "nat_training) nat1 for nat and 'greedy,nat1' for hybrid; with cmlm or glancing 'nat4,nat1' for nat and "
               "'greedy,nat4' for hybrid.")
     num_eval_samples: int | None = _arg(
         500, "Validation examples decoded at each periodic evaluation (the final evaluation uses all). 0 = all.")
