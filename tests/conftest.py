@@ -63,3 +63,4 @@ def trained_hybrid_model():
 
 
 from hub_server import hub_server  # noqa: E402,F401  (fake Hugging Face Hub fixture, tests/hub_server.py)
+from tiny_echo import tiny_echo_folder  # noqa: E402,F401  (a tiny trained echo model folder, tests/tiny_echo.py)

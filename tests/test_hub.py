@@ -32,6 +32,7 @@ EXPECTED_FILES = {
     "tokenizer_config.json", "configuration_copynat.py", "modeling_copynat.py", "generation_copynat.py",
     "copy_generator.py", "utf8_validity.py", "output_head.py", "parallel_head.py", "monotonic_alignment.py",
     "encoder_heads.py", "copy_completion.py", "transformer_blocks.py", "parallel_decoding.py", "drafted_decoding.py",
+    "pipeline_copynat.py", "copy_spans.py",
     "results.json", "metrics.jsonl", "training_args.json", "test_predictions.greedy.txt",
 }
 #: Decodings compared between the local model and the models loaded from the Hub (AT and NAT).

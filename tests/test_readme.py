@@ -34,12 +34,26 @@ def test_readme_quick_start_runs(tmp_path, monkeypatch, capsys):
     blocks = re.findall(r"```python\n(.*?)```", quick_start, re.S)
     assert blocks, "the quick start has no python block"
     monkeypatch.chdir(tmp_path)
+    save_a_model_as_the_main_command_does(tmp_path / "copynat-output")  # what the pipeline block reads
     namespace: dict = {}
     for block in blocks:  # in order, as a reader pastes them
         exec(compile(block, "README.md", "exec"), namespace)
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
     assert len(printed) >= 2  # the step-by-step and the parallel outputs, each a list of strings
     assert (tmp_path / "my-copynat" / "model.safetensors").exists()
+
+
+def save_a_model_as_the_main_command_does(folder: Path) -> None:
+    """An untrained echo-sized model and its tokenizer in `folder`: the pipeline block needs a folder, not a good one."""
+    from copynat import CopyNatConfig, CopyNatForConditionalGeneration, train_tokenizer
+
+    tokenizer = train_tokenizer(["I am Kuroro.", "Hello, Kuroro!", "我是庫洛洛。"] * 8, vocab_size=300)
+    model = CopyNatForConditionalGeneration(CopyNatConfig(
+        vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1, encoder_ffn_dim=32,
+        decoder_ffn_dim=32, encoder_attention_heads=2, decoder_attention_heads=2))
+    model.generation_config.max_new_tokens = 8
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
 def test_readme_is_short_and_says_what_for_whom_how_well_how_to_start():

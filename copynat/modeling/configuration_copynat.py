@@ -30,7 +30,7 @@ def write_remote_code(folder: str | Path, auto_map: dict) -> None:
     saved from the seq2seq model would not load as, say, a sequence classifier."""
     here = Path(__file__).parent
     files = set()
-    for reference in auto_map.values():
+    for reference in [*auto_map.values(), "pipeline_copynat.CopyNatPipeline"]:  # + pipeline() of the folder
         for name in reference if isinstance(reference, (list, tuple)) else [reference]:
             path = here / f"{name.split('--')[-1].rsplit('.', 1)[0]}.py"
             if path.is_file():
@@ -38,6 +38,9 @@ def write_remote_code(folder: str | Path, auto_map: dict) -> None:
     for path in files:
         if not (Path(folder) / path.name).is_file():
             shutil.copy(path, Path(folder) / path.name)
+    from .pipeline_copynat import add_custom_pipeline
+
+    add_custom_pipeline(folder)  # config.json names the pipeline: pipeline(model=folder, trust_remote_code=True)
 
 
 def corrupt_weights_error(name_or_path, error: Exception) -> OSError | None:

@@ -36,6 +36,7 @@ def non_autoregressive_generate(
     return_dict_in_generate: bool = False,
     nat_compile: bool | str = False,
     ctc_blank_penalty: float = 0.0,
+    streamer=None,
     **kwargs,
 ):
     """Parallel decoding. Returns `[batch, 1 + length]` ids like AR generate(): `decoder_start_token_id` first, the
@@ -84,15 +85,28 @@ def non_autoregressive_generate(
         if nat_iterations > 1 or length_beam > 1 or rescore_with_ar:
             raise ValueError("a CTC model (nat_training='ctc') decodes in one pass over lengths it reads off the "
                              "source: nat_iterations, length_beam and rescore_with_ar do not apply")
-        return _decode_ctc(model, encode_source(model, input_ids, attention_mask), max_new_tokens, return_dict_in_generate,
-                           float(ctc_blank_penalty))
+        output = _decode_ctc(model, encode_source(model, input_ids, attention_mask), max_new_tokens,
+                             return_dict_in_generate, float(ctc_blank_penalty))
+        return _stream_at_once(streamer, output)
     if ctc_blank_penalty:
         raise ValueError(f"ctc_blank_penalty applies to CTC models; this one was trained with "
                          f"nat_training={config.nat_training!r} (its lengths come from the length predictor)")
     if nat_compile is True:
         nat_compile = "reduce-overhead" if model.device.type == "cuda" else False
-    return _decode_in_parallel(model, encode_source(model, input_ids, attention_mask), nat_iterations, length_beam, rescore_with_ar,
-                               max_new_tokens, return_dict_in_generate, nat_compile)
+    output = _decode_in_parallel(model, encode_source(model, input_ids, attention_mask), nat_iterations, length_beam,
+                                 rescore_with_ar, max_new_tokens, return_dict_in_generate, nat_compile)
+    return _stream_at_once(streamer, output)
+
+
+def _stream_at_once(streamer, output):
+    """Hand a `streamer` (transformers' `BaseStreamer`) what parallel decoding decided all at once: the decoder-start
+    token (the prompt, as generate() streams it), the whole output, then end()."""
+    if streamer is not None:
+        sequences = output if isinstance(output, torch.Tensor) else output.sequences
+        streamer.put(sequences[:, :1].cpu())
+        streamer.put(sequences[:, 1:].cpu())
+        streamer.end()
+    return output
 
 
 def _compiled_pass(model, mode: str):

@@ -5,11 +5,14 @@
 * ``model.safetensors`` (or its shards + index), ``config.json`` (with ``auto_map``), ``generation_config.json``;
 * the tokenizer files (``tokenizer.json``, ``tokenizer_config.json``, ...);
 * the modeling code ``save_pretrained`` copied for remote loading (``configuration_copynat.py``,
-  ``modeling_copynat.py``, ``generation_copynat.py``), so ``trust_remote_code=True`` works without copynat;
+  ``modeling_copynat.py``, ``generation_copynat.py``, ...) and the pipeline (``pipeline_copynat.py``), so
+  ``trust_remote_code=True`` and ``pipeline(model=repo_id, trust_remote_code=True)`` work without copynat;
 * ``README.md``, the model card (written from the run's files when missing, refreshed when copynat wrote it);
 * the evidence behind the card: ``results.json`` (every number of the card), ``metrics.jsonl`` (the training log),
   ``training_args.json`` (all arguments), ``training_curves.png`` and ``test_predictions.*.txt`` when present.
-  They are small text files (kilobytes) and let anyone re-check the card or re-score the outputs.
+  They are small text files (kilobytes) and let anyone re-check the card or re-score the outputs;
+* with ``--with_demo``: the demo app, ``app.py`` (showing the pushed model) and its ``requirements.txt``, which a
+  Gradio Space runs as they are (``copynat.demo``).
 
 Never uploaded: anything in a subfolder (``checkpoints/`` with optimizer states, ``tensorboard/``, ``runs/``,
 ``example_ids/``), hidden files, and any file outside the list above.  Files of an earlier push that match the list
@@ -106,11 +109,13 @@ def _hub_errors(api, repo_id: str):
 
 def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, commit_message: str | None = None,
                 token: str | None = None, revision: str | None = None, card: str = "auto",
-                commit_description: str | None = None):
+                commit_description: str | None = None, with_demo: bool = False):
     """Create ``repo_id`` if needed (``exist_ok``) and upload the publishable files of ``folder`` in ONE commit.
 
     Returns the ``huggingface_hub.CommitInfo`` of the commit: a ``str`` (the commit URL) with ``.oid`` (the sha).
     ``card`` as in ``ensure_model_card``; ``revision``: a branch, created from main if it does not exist.
+    ``with_demo``: also publish the demo app (``app.py``, showing ``repo_id``, and ``requirements.txt``, written
+    into the folder first), so that a Space with those two files runs it (``copynat.demo``).
     Raises ``MissingFilesError`` (names the missing files), ``NotLoggedInError`` (no token or a rejected one) or
     ``PushError`` (other Hub errors, one line).
     """
@@ -127,10 +132,16 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, comm
         if revision not in (None, "main"):
             api.create_branch(repo_id, branch=revision, exist_ok=True)
     ensure_model_card(folder, card=card, repo_id=repo_id)  # the usage snippet names the full repo id
-    files = publishable_files(folder)
+    allow = list(PUBLISH_PATTERNS)
+    if with_demo:
+        from ..demo import DEMO_FILES, write_demo_files
+
+        write_demo_files(folder, repo_id)
+        allow += [name for name in DEMO_FILES if name not in allow]
+    files = publishable_files(folder) + (["requirements.txt"] if with_demo else [])
     with _hub_errors(api, repo_id):
         info = api.upload_folder(
-            repo_id=repo_id, folder_path=folder, allow_patterns=PUBLISH_PATTERNS, ignore_patterns=list(IGNORE_PATTERNS),
+            repo_id=repo_id, folder_path=folder, allow_patterns=allow, ignore_patterns=list(IGNORE_PATTERNS),
             delete_patterns=DELETE_PATTERNS, revision=revision,
             commit_message=commit_message or f"Upload copynat model ({len(files)} files from {folder.resolve().name})",
             commit_description=commit_description)
@@ -153,10 +164,13 @@ def push_main(argv: Sequence[str] | None = None) -> int:
                         help="Model card: auto = write it if missing, refresh a card copynat wrote, keep a "
                              "hand-written README (default); refresh = always regenerate; keep = never write.")
     parser.add_argument("--token", help="Hub token (default: HF_TOKEN or the `hf auth login` token).")
+    parser.add_argument("--with_demo", action="store_true",
+                        help="Also publish the demo app (app.py + requirements.txt) beside the model, so that a "
+                             "Gradio Space with those files shows it (see copynat-demo).")
     args = parser.parse_args(argv)
     try:
         info = push_folder(args.folder, args.repo_id, private=args.private, commit_message=args.commit_message,
-                           token=args.token, revision=args.revision, card=args.card)
+                           token=args.token, revision=args.revision, card=args.card, with_demo=args.with_demo)
     except (PushError, ValueError, OSError) as err:
         print(f"copynat-push: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
