@@ -118,6 +118,12 @@ class RowKeyValues:
         self.row_lengths += counts
         self._longest = int(self.row_lengths.max())
 
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only these rows (the others have finished)."""
+        self.row_lengths = self.row_lengths.index_select(0, rows)
+        self._longest = int(self.row_lengths.max())
+        self.layers = [(keys.index_select(0, rows), values.index_select(0, rows)) for keys, values in self.layers]
+
 
 class DraftingCache:
     """The caches of one drafted generate() call: the self-attention's (`RowKeyValues`), the cross-attention's (the
@@ -141,6 +147,14 @@ class DraftingCache:
 
     def remember_copy_attention(self, attention: torch.Tensor) -> None:
         self._pending = attention
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only these rows (the others have finished)."""
+        self.self_attention_cache.select(rows)
+        self.cross_attention_cache.batch_select_indices(rows)
+        for name in ("copy_keys", "_last", "_coverage"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).index_select(0, rows))
 
     def keep(self, counts: torch.Tensor) -> None:
         """Each row keeps its first `counts[b]` positions of the last call (0: it has finished)."""
@@ -211,15 +225,15 @@ def _prefixes(history: torch.Tensor, drafted: torch.Tensor, pad: int) -> torch.T
 
 
 @torch.no_grad()
-def drafted_generate(model, inputs: torch.Tensor | None, settings, processors=None, user_processors=None,
-                     draft_window: int | None = None,
-                     draft_top_k: int | None = None, draft_margin: float | None = None, attention_mask=None,
-                     streamer=None, return_dict_in_generate: bool = False, ctc_blank_penalty: float | None = None,
-                     **kwargs):
+def drafted_generate(model, inputs: torch.Tensor | None, settings, processors_for=None, user_processors=None,
+                     draft_window: int | None = None, draft_top_k: int | None = None,
+                     draft_margin: float | None = None, attention_mask=None, streamer=None,
+                     return_dict_in_generate: bool = False, ctc_blank_penalty: float | None = None, **kwargs):
     """Greedy decoding's output in fewer autoregressive passes (module docstring). Returns `[batch, 1 + length]` ids
     like greedy generate(), or with `return_dict_in_generate=True` an output with `sequences` and `rounds`
     ([batch]: the verification passes each row took part in; its tokens / rounds = tokens kept a pass).
-    `draft_window` verifies at most that many drafted tokens a round (None: the rest of the draft)."""
+    `processors_for(source_ids)` gives copynat's constraints for those sources; `draft_window` verifies at most
+    that many drafted tokens a round (None: the rest of the draft)."""
     input_ids = inputs if inputs is not None else kwargs.pop("input_ids", None)
     if input_ids is None:
         raise ValueError("drafted generate() needs input_ids")
@@ -236,80 +250,118 @@ def drafted_generate(model, inputs: torch.Tensor | None, settings, processors=No
     source = encode_source(model, input_ids, attention_mask)
     drafts = parallel_draft(model, source, float(penalty or 0.0))
     batch = drafts.shape[0]
-    draft_lengths = (drafts != pad).sum(1)
-    cursor = torch.zeros(batch, dtype=torch.long, device=device)  # the next drafted token of each row
-    lost = torch.zeros(batch, dtype=torch.bool, device=device)  # rows whose output has left their draft
-    history = torch.full((batch, 1), start, dtype=torch.long, device=device)  # each row's tokens, left-padded
-    generated = torch.zeros(batch, dtype=torch.long, device=device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    rounds = torch.zeros(batch, dtype=torch.long, device=device)
+    rows = _Rows(ids=source.ids, states=source.encoder.last_hidden_state, mask=source.mask, drafts=drafts,
+                 draft_lengths=(drafts != pad).sum(1), start=start, index=torch.arange(batch, device=device))
     cache = DraftingCache(config, batch, device)
+    processors = processors_for(rows.ids) if processors_for is not None else []
+    finished_rows: dict[int, tuple[list[int], int]] = {}  # row -> (its tokens, its rounds)
     if streamer is not None:
-        streamer.put(history.cpu())
-    while not bool(finished.all()):
+        streamer.put(rows.history.cpu())
+    while rows.count:
         # This round's block per row: its last token, then up to `width` drafted tokens: the rest of its draft, or
         # for a row whose output has left its draft, what follows its last tokens in the source (a copy goes on).
-        candidates, available = _continuations(drafts, draft_lengths, cursor, lost, history, source, pad,
-                                               draft_window or LOOKUP_WINDOW)
-        available = torch.minimum(available, (limit - generated - 1).clamp_min(0))
+        candidates, available = _continuations(rows, pad, draft_window or LOOKUP_WINDOW)
+        available = torch.minimum(available, (limit - rows.generated - 1).clamp_min(0))
         if draft_window is not None:
             available = available.clamp_max(draft_window)
-        available = available.masked_fill(finished, 0)
         width = int(available.max())
-        drafted = candidates[:, :width]
         has_draft = torch.arange(width, device=device)[None, :] < available[:, None]
-        drafted = drafted.masked_fill(~has_draft, pad)
-        block = torch.cat((history[:, -1:], drafted), dim=1)
-        _, head = model.autoregressive_pass(source.encoder.last_hidden_state, source.ids, source.mask,
-                                            decoder_input_ids=block, cache=cache, use_cache=True, mixture=True)
+        drafted = candidates[:, :width].masked_fill(~has_draft, pad)
+        block = torch.cat((rows.history[:, -1:], drafted), dim=1)
+        _, head = model.autoregressive_pass(rows.states, rows.ids, rows.mask, decoder_input_ids=block, cache=cache,
+                                            use_cache=True, mixture=True)
         # Verify every position at once, as the step-by-step loop would choose: the prefix a row has written before
         # position i is its history and the drafted tokens before i (which it has accepted, if it got that far).
         scores = head.logits.float()
         if processors or user_processors:
-            prefixes = _prefixes(history, drafted, pad)  # [batch, width + 1, history + width], left-padded
+            prefixes = _prefixes(rows.history, drafted, pad)  # [rows, width + 1, history + width], left-padded
             if user_processors:  # a caller's processors see the batch's rows, one position at a time, as in greedy
                 scores = torch.stack([user_processors(prefixes[:, i], scores[:, i]) for i in range(width + 1)], 1)
             # copynat's own take every row and position at once (they read each row's tokens, nothing else)
-            for processor in processors or ():  # called directly: LogitsProcessorList inspects each signature
-                scores = processor(prefixes.flatten(0, 1), scores.flatten(0, 1)).view(batch, width + 1, -1)
+            for processor in processors:  # called directly: LogitsProcessorList inspects each signature
+                scores = processor(prefixes.flatten(0, 1), scores.flatten(0, 1)).view(rows.count, width + 1, -1)
         token, accepted = _choices(scores, drafted, has_draft, draft_top_k, draft_margin)
-        # row b keeps its tokens up to the first that is not the drafted one, ends with </s> or meets the limit
-        written_after = generated[:, None] + torch.arange(1, width + 2, device=device)  # tokens once position i is
+        # a row keeps its tokens up to the first that is not the drafted one, ends with </s> or meets the limit
+        written_after = rows.generated[:, None] + torch.arange(1, width + 2, device=device)
         stops = ~accepted | torch.isin(token, eos) | (written_after >= limit)
         first_stop = stops.int().argmax(1)
-        counts = (first_stop + 1).masked_fill(finished, 0)
-        written = token.masked_fill(torch.arange(width + 1, device=device)[None, :] >= counts[:, None], pad)
+        counts = first_stop + 1
+        new = token[:, :int(counts.max())].masked_fill(
+            torch.arange(int(counts.max()), device=device)[None, :] >= counts[:, None], pad)
         last_token = token.gather(1, first_stop[:, None]).squeeze(1)
-        ends = torch.isin(last_token, eos) | (generated + counts >= limit)
-        replaced = ~finished & ~ends & ~accepted.gather(1, first_stop[:, None]).squeeze(1)
-        finished |= ends & (counts > 0)
-        rounds += counts > 0
-        new = written[:, :int(counts.max())]  # [batch, n]: row b's first counts[b] are its own
+        ends = torch.isin(last_token, eos) | (rows.generated + counts >= limit)
+        replaced = ~ends & ~accepted.gather(1, first_stop[:, None]).squeeze(1)
         cache.keep(counts)
-        history = _append_right_aligned(history, new, counts, pad)
-        generated += counts
-        cursor = torch.where(lost, cursor, cursor + counts)
+        rows.advance(new, counts, pad)
         # Where the output left the draft (a token replaced, or tokens of the source written), find its place again
-        cursor, lost = _realign(cursor, drafts, draft_lengths, history, (replaced | lost) & ~finished, lost)
+        rows.cursor, rows.lost = _realign(rows, (replaced | rows.lost) & ~ends)
         if streamer is not None:
             streamer.put(new[0, :int(counts[0])].cpu())
+        if bool(ends.any()):  # finished rows leave the batch: the stragglers' rounds cost only their own rows
+            for row in ends.nonzero().squeeze(1).tolist():
+                tokens = rows.history[row, rows.history.shape[1] - int(rows.generated[row]):].tolist()
+                finished_rows[int(rows.index[row])] = (tokens, int(rows.rounds[row]))
+            keep = (~ends).nonzero().squeeze(1)
+            if keep.numel() and keep.numel() < rows.count:
+                rows.select(keep)
+                cache.select(keep)
+                processors = processors_for(rows.ids) if processors_for is not None and not user_processors \
+                    else processors
+            elif not keep.numel():
+                rows.select(keep)
     if streamer is not None:
         streamer.end()
-    width = int(generated.max())
-    positions = torch.arange(width + 1, device=device)[None, :]
-    index = (history.shape[1] - 1 - generated)[:, None] + positions  # each row's start token, then its tokens
-    sequences = history.gather(1, index.clamp_max(history.shape[1] - 1))
-    sequences = sequences.masked_fill(positions > generated[:, None], pad)
-    if return_dict_in_generate:
-        output = GenerateEncoderDecoderOutput(sequences=sequences)
-        output["rounds"] = rounds
-        return output
-    return sequences
+    return _assemble(finished_rows, batch, start, pad, device, return_dict_in_generate)
+
+
+def _assemble(finished_rows: dict, batch: int, start: int, pad: int, device, return_dict_in_generate: bool):
+    """`[batch, 1 + longest]` sequences (start token, tokens, padding) from each row's tokens."""
+    width = max(len(tokens) for tokens, _ in finished_rows.values())
+    sequences = torch.full((batch, 1 + width), pad, dtype=torch.long, device=device)
+    sequences[:, 0] = start
+    for row, (tokens, _) in finished_rows.items():
+        sequences[row, 1:1 + len(tokens)] = torch.tensor(tokens, dtype=torch.long, device=device)
+    if not return_dict_in_generate:
+        return sequences
+    output = GenerateEncoderDecoderOutput(sequences=sequences)
+    output["rounds"] = torch.tensor([finished_rows[row][1] for row in range(batch)], device=device)
+    return output
+
+
+class _Rows:
+    """The rows still decoding, each with its source, its draft, where its output stands in the draft, and its
+    tokens so far (right-aligned, left-padded); `select` keeps some of them (finished rows leave)."""
+
+    def __init__(self, ids, states, mask, drafts, draft_lengths, start: int, index: torch.Tensor):
+        self.ids, self.states, self.mask, self.drafts, self.draft_lengths, self.index = (
+            ids, states, mask, drafts, draft_lengths, index)
+        self.cursor = torch.zeros_like(index)  # the next drafted token of each row
+        self.lost = torch.zeros_like(index, dtype=torch.bool)  # its output has left its draft
+        self.history = torch.full((index.numel(), 1), start, dtype=torch.long, device=index.device)
+        self.generated = torch.zeros_like(index)
+        self.rounds = torch.zeros_like(index)
+
+    @property
+    def count(self) -> int:
+        return self.index.numel()
+
+    def advance(self, new: torch.Tensor, counts: torch.Tensor, pad: int) -> None:
+        self.history = _append_right_aligned(self.history, new, counts, pad)
+        self.generated += counts
+        self.rounds += 1
+        self.cursor = torch.where(self.lost, self.cursor, self.cursor + counts)
+
+    def select(self, keep: torch.Tensor) -> None:
+        for name in ("ids", "states", "mask", "drafts", "draft_lengths", "index", "cursor", "lost", "history",
+                     "generated", "rounds"):
+            setattr(self, name, getattr(self, name).index_select(0, keep))
+        if self.count:  # drop the padding columns no row needs any more
+            self.history = self.history[:, self.history.shape[1] - 1 - int(self.generated.max()):]
 
 
 def _append_right_aligned(history: torch.Tensor, new: torch.Tensor, counts: torch.Tensor, pad: int) -> torch.Tensor:
-    """`history` [batch, H] (each row's tokens at its right end, padding on the left) with row b's first `counts[b]`
-    tokens of `new` [batch, n] appended, still right-aligned: [batch, H + max(counts)]."""
+    """`history` [rows, H] (each row's tokens at its right end, padding on the left) with row b's first `counts[b]`
+    tokens of `new` [rows, n] appended, still right-aligned: [rows, H + max(counts)]."""
     grown = torch.cat((torch.full_like(new, pad), history, new), dim=1)
     index = counts[:, None] + torch.arange(history.shape[1] + new.shape[1], device=history.device)
     return grown.gather(1, index)[:, new.shape[1] - int(counts.max()):]
@@ -327,35 +379,34 @@ def _at(tokens: torch.Tensor, positions: torch.Tensor, fill: int = -1) -> torch.
     return tokens.gather(1, positions.clamp(0, tokens.shape[1] - 1)).masked_fill(~inside, fill)
 
 
-def _realign(cursor: torch.Tensor, drafts: torch.Tensor, draft_lengths: torch.Tensor, history: torch.Tensor,
-             search: torch.Tensor, lost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _realign(rows: "_Rows", search: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(cursor, lost) after a round. A row in `search` (its last token replaced a drafted one, or it left its draft
     earlier) goes on after the nearest place in its draft that holds its last two tokens, else its last token; a
     row found nowhere is `lost` (it copies from the source meanwhile). A draft off by a few tokens (a name drafted a
     piece short) is so used to its end."""
+    cursor, drafts, history = rows.cursor, rows.drafts, rows.history
     offsets = torch.tensor(REALIGN_OFFSETS, device=cursor.device)
-    places = cursor[:, None] + offsets[None, :]  # [batch, offsets], nearest first
-    valid = (places >= 1) & (places <= draft_lengths[:, None])
+    places = cursor[:, None] + offsets[None, :]  # [rows, offsets], nearest first
+    valid = (places >= 1) & (places <= rows.draft_lengths[:, None])
     last_fits = valid & (_at(drafts, places - 1) == history[:, -1:])
     both_fit = last_fits & (_at(drafts, places - 2) == history[:, -2:-1] if history.shape[1] > 1 else last_fits)
     fits = torch.where(both_fit.any(1, keepdim=True), both_fit, last_fits)
     found = search & fits.any(1)
     chosen = places.gather(1, fits.int().argmax(1, keepdim=True)).squeeze(1)
-    return torch.where(found, chosen, cursor), (lost | search) & ~found
+    return torch.where(found, chosen, cursor), (rows.lost | search) & ~found
 
 
-def _continuations(drafts: torch.Tensor, draft_lengths: torch.Tensor, cursor: torch.Tensor, lost: torch.Tensor,
-                   history: torch.Tensor, source, pad: int, window: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """([batch, n] candidate tokens, [batch] how many are real): each row's draft from its cursor; for a lost row,
+def _continuations(rows: "_Rows", pad: int, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """([rows, n] candidate tokens, [rows] how many are real): each row's draft from its cursor; for a lost row,
     the source tokens after the first place that holds its last two tokens (else its last token), as prompt-lookup
     decoding does: a copy head writing a name the draft got wrong goes on copying it."""
-    width = max(int((draft_lengths - cursor).clamp_min(0).max()), window)
-    positions = cursor[:, None] + torch.arange(width, device=cursor.device)
-    candidates = _at(drafts, positions, pad)
-    available = (draft_lengths - cursor).clamp_min(0)
-    if not bool(lost.any()):
+    cursor, history = rows.cursor, rows.history
+    width = max(int((rows.draft_lengths - cursor).clamp_min(0).max()), window)
+    candidates = _at(rows.drafts, cursor[:, None] + torch.arange(width, device=cursor.device), pad)
+    available = (rows.draft_lengths - cursor).clamp_min(0)
+    if not bool(rows.lost.any()):
         return candidates, available
-    ids, real = source.ids, source.mask
+    ids, real = rows.ids, rows.mask
     last_fits = real & (ids == history[:, -1:])
     before = torch.cat((torch.full_like(ids[:, :1], -1), ids[:, :-1]), dim=1)
     both_fit = last_fits & (before == history[:, -2:-1]) if history.shape[1] > 1 else last_fits
@@ -363,6 +414,6 @@ def _continuations(drafts: torch.Tensor, draft_lengths: torch.Tensor, cursor: to
     start = fits.int().argmax(1) + 1  # the first place that fits, then what follows it
     copied = _at(ids, start[:, None] + torch.arange(width, device=ids.device), pad)
     copied_count = (real.sum(1) - start).clamp(0, window)
-    use_source = lost & fits.any(1)
+    use_source = rows.lost & fits.any(1)
     candidates = torch.where(use_source[:, None], copied, candidates)
     return candidates, torch.where(use_source, copied_count, available)

@@ -46,13 +46,14 @@ def copynat_generate(model, parent_generate, inputs=None, generation_config=None
     if draft_arguments is not None:
         if kwargs.pop("monotonic_window", None) is not None or kwargs.pop("output_copy_info", False):
             raise ValueError("draft='parallel' supports neither monotonic_window nor output_copy_info: drop them")
-        source_ids = inputs if inputs is not None else kwargs.get("input_ids")
         user_processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
-        processors = copynat_logits_processors(
-            model, source_ids, None, kwargs.pop("valid_utf8", True), kwargs.pop("complete_copied_words", True),
-            kwargs.pop("stop_loops", True),
-            max_length=1 + generation_limit(settings, kwargs, model.config.max_position_embeddings))
-        return drafted_generate(model, inputs, settings, processors, user_processors, **draft_arguments, **kwargs)
+        rules = (kwargs.pop("valid_utf8", True), kwargs.pop("complete_copied_words", True), kwargs.pop("stop_loops", True))
+        max_length = 1 + generation_limit(settings, kwargs, model.config.max_position_embeddings)
+
+        def processors_for(source_ids):  # rebuilt for the rows left when some finish
+            return copynat_logits_processors(model, source_ids, None, *rules, max_length=max_length)
+
+        return drafted_generate(model, inputs, settings, processors_for, user_processors, **draft_arguments, **kwargs)
     if nat_arguments is None:
         return autoregressive_generate(model, parent_generate, inputs, generation_config, **kwargs)
     if kwargs.pop("monotonic_window", None) is not None:
