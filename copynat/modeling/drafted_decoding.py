@@ -257,13 +257,15 @@ def drafted_generate(model, inputs: torch.Tensor | None, settings, processors_fo
     finished_rows: dict[int, tuple[list[int], int]] = {}  # row -> (its tokens, its rounds)
     if streamer is not None:
         streamer.put(rows.history.cpu())
-    while rows.count:
+    done = torch.zeros(batch, dtype=torch.bool, device=device)  # finished rows kept for a caller's processors
+    while rows.count and not bool(done.all()):
         # This round's block per row: its last token, then up to `width` drafted tokens: the rest of its draft, or
         # for a row whose output has left its draft, what follows its last tokens in the source (a copy goes on).
         candidates, available = _continuations(rows, pad, draft_window or LOOKUP_WINDOW)
         available = torch.minimum(available, (limit - rows.generated - 1).clamp_min(0))
         if draft_window is not None:
             available = available.clamp_max(draft_window)
+        available = available.masked_fill(done, 0)
         width = int(available.max())
         has_draft = torch.arange(width, device=device)[None, :] < available[:, None]
         drafted = candidates[:, :width].masked_fill(~has_draft, pad)
@@ -285,11 +287,11 @@ def drafted_generate(model, inputs: torch.Tensor | None, settings, processors_fo
         written_after = rows.generated[:, None] + torch.arange(1, width + 2, device=device)
         stops = ~accepted | torch.isin(token, eos) | (written_after >= limit)
         first_stop = stops.int().argmax(1)
-        counts = first_stop + 1
+        counts = (first_stop + 1).masked_fill(done, 0)
         new = token[:, :int(counts.max())].masked_fill(
             torch.arange(int(counts.max()), device=device)[None, :] >= counts[:, None], pad)
         last_token = token.gather(1, first_stop[:, None]).squeeze(1)
-        ends = torch.isin(last_token, eos) | (rows.generated + counts >= limit)
+        ends = ~done & (torch.isin(last_token, eos) | (rows.generated + counts >= limit))
         replaced = ~ends & ~accepted.gather(1, first_stop[:, None]).squeeze(1)
         cache.keep(counts)
         rows.advance(new, counts, pad)
@@ -301,14 +303,15 @@ def drafted_generate(model, inputs: torch.Tensor | None, settings, processors_fo
             for row in ends.nonzero().squeeze(1).tolist():
                 tokens = rows.history[row, rows.history.shape[1] - int(rows.generated[row]):].tolist()
                 finished_rows[int(rows.index[row])] = (tokens, int(rows.rounds[row]))
-            keep = (~ends).nonzero().squeeze(1)
-            if keep.numel() and keep.numel() < rows.count:
+            if user_processors:  # a caller's processors index the batch's rows: they stay, finished
+                done |= ends
+            else:
+                keep = (~ends).nonzero().squeeze(1)
                 rows.select(keep)
-                cache.select(keep)
-                processors = processors_for(rows.ids) if processors_for is not None and not user_processors \
-                    else processors
-            elif not keep.numel():
-                rows.select(keep)
+                if keep.numel():
+                    cache.select(keep)
+                    processors = processors_for(rows.ids) if processors_for is not None else processors
+                done = done.index_select(0, keep)
     if streamer is not None:
         streamer.end()
     return _assemble(finished_rows, batch, start, pad, device, return_dict_in_generate)
@@ -348,7 +351,7 @@ class _Rows:
     def advance(self, new: torch.Tensor, counts: torch.Tensor, pad: int) -> None:
         self.history = _append_right_aligned(self.history, new, counts, pad)
         self.generated += counts
-        self.rounds += 1
+        self.rounds += counts > 0
         self.cursor = torch.where(self.lost, self.cursor, self.cursor + counts)
 
     def select(self, keep: torch.Tensor) -> None:
