@@ -313,7 +313,7 @@ class CopyAttentionRecurrence(torch.autograd.Function):
             grad = grad_attention[:, t] if from_later is None else grad_attention[:, t] + from_later
             if grad_cover is not None:  # a_t is part of c_{t+1}, c_{t+2}, ...
                 grad = grad + grad_cover
-            if grad_losses is not None and cover is not None:  # min(a, c) sends its gradient to the smaller, half at ties
+            if grad_losses is not None and cover is not None:  # min(a, c): to the smaller one, half each at ties
                 share = grad_losses[:, t, None] * (attention[:, t] < cover[:, t]).to(grad.dtype)
                 tie = grad_losses[:, t, None] * (attention[:, t] == cover[:, t]).to(grad.dtype) * 0.5
                 grad = grad + share + tie

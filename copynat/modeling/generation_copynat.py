@@ -47,7 +47,7 @@ def copynat_generate(model, parent_generate, inputs=None, generation_config=None
         if kwargs.pop("monotonic_window", None) is not None or kwargs.pop("output_copy_info", False):
             raise ValueError("draft='parallel' supports neither monotonic_window nor output_copy_info: drop them")
         user_processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
-        rules = (kwargs.pop("valid_utf8", True), kwargs.pop("complete_copied_words", True), kwargs.pop("stop_loops", True))
+        rules = tuple(kwargs.pop(name, True) for name in ("valid_utf8", "complete_copied_words", "stop_loops"))
         max_length = 1 + generation_limit(settings, kwargs, model.config.max_position_embeddings)
 
         def processors_for(source_ids):  # rebuilt for the rows left when some finish
