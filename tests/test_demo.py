@@ -21,6 +21,7 @@ pytest.importorskip("gradio_client", reason="driving the demo needs gradio_clien
 from gradio_client import Client  # noqa: E402
 
 from copynat.demo import app  # noqa: E402
+from tiny_echo import WITHOUT_COPYNAT  # noqa: E402
 
 SENTENCE = "我是庫洛洛。"
 SHOWN = ["greedy", "beam search (4 beams)", "parallel (one pass)"]  # the tiny model is hybrid: all three run
@@ -103,15 +104,8 @@ def test_copynat_demo_serves_on_localhost(tiny_echo_folder, monkeypatch, capsys)
 
 
 # The published app.py as a Space runs it: `python app.py`, copynat not installed.
-SPACE = textwrap.dedent(r"""
-    import importlib.abc, runpy, sys
-
-    class NoCopynat(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "copynat" or name.startswith("copynat."):
-                raise ModuleNotFoundError("copynat is not installed in this Python", name=name)
-
-    sys.meta_path.insert(0, NoCopynat())
+SPACE = WITHOUT_COPYNAT + textwrap.dedent(r"""
+    import runpy
     sys.argv = ["app.py"]
     runpy.run_path("app.py", run_name="__main__")
 """)

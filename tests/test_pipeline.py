@@ -17,6 +17,7 @@ from transformers import AutoModelForSeq2SeqLM, pipeline
 from copynat import CopyNatConfig, CopyNatForConditionalGeneration, CopyNatPipeline
 from copynat.modeling.copy_spans import copy_spans, prefix_offsets
 from copynat.modeling.pipeline_copynat import CUSTOM_TASK, DECODINGS
+from tiny_echo import WITHOUT_COPYNAT
 
 SOURCES = ["I am Kuroro.", "我是庫洛洛。", "My name is Ann and I live in Paris.", "Call me Bob, please."]
 #: The decodings of the pipeline and the generate() arguments that must give the same output.
@@ -75,12 +76,7 @@ def test_beams_return_several_sequences_and_refine_the_preset(generator):
 
 
 def test_drafted_decoding_equals_greedy(generator):
-    """Drafted decoding (issue 30): the output of greedy at parallel speed."""
-    try:
-        generator.model.generate(**generator.tokenizer(["a"], return_tensors="pt"), draft="parallel",
-                                 max_new_tokens=2)
-    except (TypeError, ValueError) as err:
-        pytest.skip(f"generate(draft='parallel') is not there yet (issue 30): {err}")
+    """Drafted decoding: greedy's output, drafted by the parallel decoder."""
     drafted = generator(SOURCES, decoding="drafted", batch_size=2)
     assert [r["generated_text"] for r in drafted] == direct_generate(generator, SOURCES, num_beams=1)
 
@@ -199,15 +195,8 @@ def test_other_seq2seq_models_get_the_standard_decodings(generator):
 
 # --- saved folders: remote code without copynat, the task name with it --------------------------------------------
 
-FRESH_PYTHON = textwrap.dedent(r"""
-    import importlib.abc, json, sys
-
-    class NoCopynat(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "copynat" or name.startswith("copynat."):
-                raise ModuleNotFoundError("copynat is not installed in this Python", name=name)
-
-    sys.meta_path.insert(0, NoCopynat())
+FRESH_PYTHON = WITHOUT_COPYNAT + textwrap.dedent(r"""
+    import json
     from transformers import pipeline
 
     folders, sources = json.loads(sys.argv[1]), json.loads(sys.argv[2])

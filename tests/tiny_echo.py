@@ -36,3 +36,18 @@ def train_tiny_echo(root: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_echo_folder(tmp_path_factory):
     return train_tiny_echo(tmp_path_factory.mktemp("tiny-echo"))
+
+
+#: The head of a script run in a fresh Python in which `import copynat` fails (copynat not installed): what remote
+#: code, a saved pipeline or a Space must do without it.
+WITHOUT_COPYNAT = """import importlib.abc, sys
+
+
+class NoCopynat(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "copynat" or name.startswith("copynat."):
+            raise ModuleNotFoundError("copynat is not installed in this Python", name=name)
+
+
+sys.meta_path.insert(0, NoCopynat())
+"""
